@@ -1,0 +1,43 @@
+"""`robustpo` command line: one subcommand per pipeline stage.
+
+Each command lives beside the code it drives, in a module with
+`register(subparsers)`, which adds its parser and sets `func(args) -> int`. Heavy imports
+stay inside the command functions so that `robustpo --help` is instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from robustpo.errors import RobustpoError
+
+COMMAND_MODULES = [
+    "robustpo.train.commands",      # train
+    "robustpo.data.commands",       # validate
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="robustpo", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except RobustpoError as e:
+        print(f"robustpo {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"robustpo {args.command}: interrupted; rerun with --resume to continue", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
