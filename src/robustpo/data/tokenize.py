@@ -1,0 +1,112 @@
+"""Canonical rows -> token ids, with one documented truncation rule.
+
+Rendering: string prompts are tokenized with the tokenizer's special tokens (a BOS where
+the tokenizer adds one) and string responses without, followed by EOS, so the policy
+learns to stop. Message lists are rendered with the tokenizer's chat template: the prompt
+with `add_generation_prompt=True`, each response as the rest of the full conversation's
+rendering (the template's own end-of-turn token ends it).
+
+Truncation rule (`max_length` for prompt + longer response, `max_prompt_length`):
+  1. if the pair does not fit and the prompt is longer than `max_prompt_length`, the prompt
+     keeps its last `max_prompt_length` tokens (a leading BOS is kept): the end of a
+     conversation matters most for the reply;
+  2. if it still does not fit, each response keeps its first `max_length − len(prompt)` tokens;
+  3. a pair whose responses become identical after truncation is dropped.
+Counts of each are reported in `TruncationStats`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from robustpo.errors import ConfigError, DataError
+
+
+@dataclass
+class TruncationStats:
+    rows: int = 0
+    prompt_truncated: int = 0
+    response_truncated: int = 0
+    dropped_identical_after_truncation: int = 0
+
+    def summary(self) -> str:
+        return (f"{self.rows} pairs tokenized: {self.prompt_truncated} prompts and {self.response_truncated} "
+                f"responses truncated, {self.dropped_identical_after_truncation} dropped (identical after "
+                f"truncation)")
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def render_texts(row: dict, tokenizer, *, source: str | None = None) -> tuple[str, str, str, bool]:
+    """(prompt, chosen, rejected, templated) as text. Message lists go through the chat template."""
+    prompt, chosen, rejected = row["prompt"], row["chosen"], row["rejected"]
+    if isinstance(prompt, str) and isinstance(chosen, str) and isinstance(rejected, str):
+        return prompt, chosen, rejected, False
+    if not getattr(tokenizer, "chat_template", None):
+        raise DataError("row is conversational but the tokenizer has no chat template", file=source,
+                        row=row.get("index"), field="prompt")
+    as_msgs = (lambda v, role: v if isinstance(v, list) else [{"role": role, "content": v}])
+    prompt_msgs = as_msgs(prompt, "user")
+    prompt_text = tokenizer.apply_chat_template(prompt_msgs, tokenize=False, add_generation_prompt=bool(prompt_msgs))
+    responses = []
+    for name, value in (("chosen", chosen), ("rejected", rejected)):
+        full = tokenizer.apply_chat_template(prompt_msgs + as_msgs(value, "assistant"), tokenize=False)
+        if not full.startswith(prompt_text):
+            raise DataError("the chat template does not render the prompt as a prefix of the full conversation",
+                            file=source, row=row.get("index"), field=name)
+        responses.append(full[len(prompt_text):])
+    return prompt_text, responses[0], responses[1], True
+
+
+def _truncate_prompt(ids: list[int], keep: int, bos_id) -> list[int]:
+    if bos_id is not None and ids and ids[0] == bos_id and keep > 1:
+        return ids[:1] + ids[len(ids) - keep + 1:]
+    return ids[len(ids) - keep:]
+
+
+def tokenize_pairs(rows: list[dict], tokenizer, *, max_length: int, max_prompt_length: int,
+                   source: str | None = None) -> tuple[list[dict], TruncationStats]:
+    """Tokenize canonical rows. Each output keeps `index` (the input row) and any rewards."""
+    if max_prompt_length >= max_length:
+        raise ConfigError(f"data.max_prompt_length ({max_prompt_length}) must be below data.max_length "
+                          f"({max_length}) to leave room for responses")
+    rendered = [render_texts(r, tokenizer, source=source) for r in rows]
+    plain = [not t for *_, t in rendered]
+    prompts = tokenizer([p for p, *_ in rendered], add_special_tokens=False)["input_ids"]
+    chosen = tokenizer([c for _, c, _, _ in rendered], add_special_tokens=False)["input_ids"]
+    rejected = tokenizer([r for _, _, r, _ in rendered], add_special_tokens=False)["input_ids"]
+    bos, eos = tokenizer.bos_token_id, tokenizer.eos_token_id
+    add_bos = bool(getattr(tokenizer, "add_bos_token", False)) and bos is not None
+
+    stats = TruncationStats()
+    out = []
+    for row, p, c, r, is_plain in zip(rows, prompts, chosen, rejected, plain):
+        if is_plain:
+            if add_bos and (not p or p[0] != bos):
+                p = [bos] + p
+            if eos is not None:
+                c, r = c + [eos], r + [eos]
+        if len(p) + max(len(c), len(r)) > max_length and len(p) > max_prompt_length:
+            p = _truncate_prompt(p, max_prompt_length, bos if add_bos else None)
+            stats.prompt_truncated += 1
+        room = max_length - len(p)
+        if max(len(c), len(r)) > room:
+            c, r = c[:room], r[:room]
+            stats.response_truncated += 1
+            if c == r:
+                stats.dropped_identical_after_truncation += 1
+                continue
+        item = {"index": row["index"], "prompt_ids": p, "chosen_ids": c, "rejected_ids": r}
+        for key in ("chosen_rewards", "rejected_rewards", "margin"):
+            if key in row:
+                item[key] = row[key]
+        if "reference_samples" in row:
+            samples = tokenizer(row["reference_samples"], add_special_tokens=False)["input_ids"]
+            item["reference_sample_ids"] = [(s + ([eos] if is_plain and eos is not None else []))[:room]
+                                            for s in samples]
+        out.append(item)
+    stats.rows = len(out)
+    if not out:
+        raise DataError("every row was dropped by truncation; raise data.max_length", file=source)
+    return out, stats

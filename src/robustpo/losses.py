@@ -1,0 +1,325 @@
+"""The objective catalogue of DESIGN.md: pure functions plus the LOSSES registry.
+
+Every function takes the four sequence log-prob tensors, each (B,) and summed over
+response tokens, positionally:
+
+    fn(policy_chosen_logps, policy_rejected_logps, reference_chosen_logps, reference_rejected_logps,
+       *, <inputs the spec asks for>, <hyperparameters>) -> LossOutput
+
+Notation: Δ(y) = logp_θ(y) − logp_ref(y), h = Δ(w) − Δ(l), implicit reward β·Δ(y).
+Inputs beyond the log-probs are keyword-only and requested through the spec:
+`chosen_rewards` / `rejected_rewards` (B, K) from a reward-model family,
+`chosen_lengths` / `rejected_lengths` (B,) response token counts n(y), and
+`kl_policy_logps` / `kl_reference_logps` (B, M) log-probs of extra reference samples.
+
+The training loop reads `LossSpec` to decide what to compute and feed; it never branches on
+a loss name. All maths runs in float32.
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+from robustpo.errors import ConfigError
+
+Tensor = torch.Tensor
+
+
+@dataclass
+class LossOutput:
+    loss: Tensor                            # () scalar to backpropagate
+    losses: Tensor | None = None            # (B,) per-example terms when the objective decomposes
+    chosen_rewards: Tensor | None = None    # (B,) detached β·Δ(w)
+    rejected_rewards: Tensor | None = None  # (B,) detached β·Δ(l)
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+def _f32(*xs):
+    return [x.float() if x is not None else None for x in xs]
+
+
+def _log_ratios(pc, pr, rc, rr):
+    pc, pr, rc, rr = _f32(pc, pr, rc, rr)
+    return pc - rc, pr - rr                  # (B,), (B,)
+
+
+def _pair_output(losses: Tensor, scale: float, dw: Tensor, dl: Tensor, **metrics) -> LossOutput:
+    return LossOutput(loss=losses.mean(), losses=losses, chosen_rewards=(scale * dw).detach(),
+                      rejected_rewards=(scale * dl).detach(), metrics=metrics)
+
+
+def kl_hat(dw: Tensor, dl: Tensor, kl_policy_logps: Tensor | None = None,
+           kl_reference_logps: Tensor | None = None) -> Tensor:
+    """Forward-KL estimate KL(π_ref ‖ π_θ) = E_{y~π_ref}[−Δ(y)].
+
+    Offline, the dataset's chosen and rejected responses are treated as samples of the
+    reference policy (Fisch et al. 2024, §4), so KL̂ = mean_b −(Δ(w_b) + Δ(l_b))/2. That is
+    only as good as the assumption; when the data carry true reference samples
+    (`kl_policy_logps`, `kl_reference_logps`, each (B, M)), they are used instead.
+    """
+    if kl_policy_logps is not None and kl_reference_logps is not None:
+        kp, kr = _f32(kl_policy_logps, kl_reference_logps)
+        return -(kp - kr).mean()
+    return -(dw + dl).mean() / 2
+
+
+# --------------------------------------------------------------------------- DPO family
+
+
+def dpo(pc, pr, rc, rr, *, beta: float = 0.1) -> LossOutput:
+    """DPO (Rafailov et al. 2023, eq. 7): −log σ(β h)."""
+    dw, dl = _log_ratios(pc, pr, rc, rr)
+    h = dw - dl                                              # (B,)
+    return _pair_output(-F.logsigmoid(beta * h), beta, dw, dl)
+
+
+def cdpo(pc, pr, rc, rr, *, beta: float = 0.1, label_smoothing: float = 0.1) -> LossOutput:
+    """Conservative DPO (Mitchell 2023): −(1−ε) log σ(βh) − ε log σ(−βh)."""
+    dw, dl = _log_ratios(pc, pr, rc, rr)
+    z = beta * (dw - dl)                                     # (B,)
+    eps = label_smoothing
+    return _pair_output(-(1 - eps) * F.logsigmoid(z) - eps * F.logsigmoid(-z), beta, dw, dl)
+
+
+def rdpo(pc, pr, rc, rr, *, beta: float = 0.1, label_smoothing: float = 0.1) -> LossOutput:
+    """Robust DPO (Chowdhury et al. 2024, eq. 9), unbiased under label-flip rate ε < 0.5:
+    [−(1−ε) log σ(βh) + ε log σ(−βh)] / (1−2ε)."""
+    if not 0 <= label_smoothing < 0.5:
+        raise ConfigError(f"rdpo: label_smoothing must be in [0, 0.5), got {label_smoothing}")
+    dw, dl = _log_ratios(pc, pr, rc, rr)
+    z = beta * (dw - dl)                                     # (B,)
+    eps = label_smoothing
+    losses = (-(1 - eps) * F.logsigmoid(z) + eps * F.logsigmoid(-z)) / (1 - 2 * eps)
+    return _pair_output(losses, beta, dw, dl)
+
+
+def ipo(pc, pr, rc, rr, *, chosen_lengths=None, rejected_lengths=None, tau: float = 0.1,
+        length_normalize: bool = False) -> LossOutput:
+    """IPO (Azar et al. 2023, eq. 17): (h − 1/(2τ))².
+
+    `length_normalize` replaces each Δ by its per-token mean Δ/n, as TRL's `ipo` does. τ also
+    scales the reported implicit rewards (it plays β's role).
+    """
+    dw, dl = _log_ratios(pc, pr, rc, rr)
+    if length_normalize:
+        if chosen_lengths is None or rejected_lengths is None:
+            raise ConfigError("ipo: length_normalize needs chosen_lengths and rejected_lengths")
+        dw = dw / chosen_lengths.float().clamp(min=1)
+        dl = dl / rejected_lengths.float().clamp(min=1)
+    return _pair_output((dw - dl - 1 / (2 * tau)) ** 2, tau, dw, dl)
+
+
+def hinge(pc, pr, rc, rr, *, beta: float = 0.1) -> LossOutput:
+    """SLiC-HF hinge (Zhao et al. 2023) on the DPO log-ratio: max(0, 1 − βh)."""
+    dw, dl = _log_ratios(pc, pr, rc, rr)
+    return _pair_output(torch.relu(1 - beta * (dw - dl)), beta, dw, dl)
+
+
+def minor_dpo(pc, pr, rc, rr, *, beta: float = 0.1) -> LossOutput:
+    """MinorDPO (Xie et al. 2024, arXiv 2408.09834): −log σ(β(Δ(w) − max(0, Δ(l)))).
+
+    The rejected response is pushed down only while it is still above the reference, so
+    the loss cannot be lowered forever by collapsing the rejected (and, with it, the chosen)
+    likelihood.
+    """
+    dw, dl = _log_ratios(pc, pr, rc, rr)
+    losses = -F.logsigmoid(beta * (dw - torch.clamp(dl, min=0)))
+    return _pair_output(losses, beta, dw, dl, **{"minor/rejected_below_ref": (dl < 0).float().mean().item()})
+
+
+def dpop(pc, pr, rc, rr, *, beta: float = 0.1, dpop_lambda: float = 50.0) -> LossOutput:
+    """DPOP / Smaug (Pal et al. 2024, eq. 3): −log σ(β(h − λ·max(0, −Δ(w))))."""
+    dw, dl = _log_ratios(pc, pr, rc, rr)
+    penalty = torch.clamp(-dw, min=0)                        # (B,) nats the chosen lost
+    losses = -F.logsigmoid(beta * (dw - dl - dpop_lambda * penalty))
+    return _pair_output(losses, beta, dw, dl, **{"dpop/penalty": penalty.mean().item()})
+
+
+# ------------------------------------------------------------------------ distillation
+
+
+def _reward_margins(chosen_rewards: Tensor, rejected_rewards: Tensor) -> Tensor:
+    """(B, K) rewards of each member -> (B, K) margins Δr_k."""
+    cr, rr_ = _f32(chosen_rewards, rejected_rewards)
+    if cr.dim() == 1:
+        cr, rr_ = cr[:, None], rr_[:, None]
+    return cr - rr_
+
+
+def _ensemble_metrics(margins: Tensor) -> dict[str, float]:
+    if margins.shape[1] < 2:
+        return {}
+    return {"ensemble/disagreement": margins.std(dim=1).mean().item()}
+
+
+def distill(pc, pr, rc, rr, *, chosen_rewards, rejected_rewards, beta: float = 0.1) -> LossOutput:
+    """Reward-model distillation, d-DPO (Fisch et al. 2024, eq. 7): (βh − Δr)².
+
+    Δr is the reward margin of one reward model, or the family mean when K > 1. The policy's
+    implicit reward margin is regressed onto it, so the optimum is bounded (no run-off to
+    infinity on pairs with a single annotation).
+    """
+    dw, dl = _log_ratios(pc, pr, rc, rr)
+    margins = _reward_margins(chosen_rewards, rejected_rewards)   # (B, K)
+    losses = (beta * (dw - dl) - margins.mean(dim=1)) ** 2        # (B,)
+    return _pair_output(losses, beta, dw, dl, **_ensemble_metrics(margins))
+
+
+def distill_soft(pc, pr, rc, rr, *, chosen_rewards, rejected_rewards, beta: float = 0.1,
+                 temperature: float = 1.0) -> LossOutput:
+    """Soft-label distillation: −[p log σ(βh) + (1−p) log σ(−βh)], p = σ(Δr / T).
+
+    Cross-entropy against the preference probability the reward model (family mean) induces.
+    """
+    dw, dl = _log_ratios(pc, pr, rc, rr)
+    margins = _reward_margins(chosen_rewards, rejected_rewards)   # (B, K)
+    p = torch.sigmoid(margins.mean(dim=1) / temperature)          # (B,)
+    z = beta * (dw - dl)                                          # (B,)
+    losses = -(p * F.logsigmoid(z) + (1 - p) * F.logsigmoid(-z))
+    return _pair_output(losses, beta, dw, dl, **_ensemble_metrics(margins))
+
+
+def e_dpo(pc, pr, rc, rr, *, chosen_rewards, rejected_rewards, kl_policy_logps=None,
+          kl_reference_logps=None, beta: float = 0.1, gamma: float = 0.1,
+          ensemble_reduce: str = "batch_min") -> LossOutput:
+    """Pessimistic ensemble distillation, e-DPO (Fisch et al. 2024, eq. 11). Batch objective.
+
+        min_k mean_b (β h_b − Δr_{k,b})² + γ·KL̂
+
+    The max-min policy over a reward family is the optimum of the member whose π*_r lies
+    closest to π_ref; distilling toward the member the policy currently fits best, while
+    paying γ·KL(π_ref‖π_θ), is the practical relaxation (see kl_hat for the estimate).
+    `ensemble_reduce`: `batch_min` (min over members of the batch mean, the paper's form),
+    `example_min` (min per example, then mean), `mean` (no pessimism: average member loss).
+    """
+    dw, dl = _log_ratios(pc, pr, rc, rr)
+    margins = _reward_margins(chosen_rewards, rejected_rewards)   # (B, K)
+    sq = (beta * (dw - dl)[:, None] - margins) ** 2               # (B, K)
+    per_member = sq.mean(dim=0)                                   # (K,)
+    if ensemble_reduce == "batch_min":
+        distill_term = per_member.min()
+    elif ensemble_reduce == "example_min":
+        distill_term = sq.min(dim=1).values.mean()
+    elif ensemble_reduce == "mean":
+        distill_term = per_member.mean()
+    else:
+        raise ConfigError(f"e_dpo: ensemble_reduce must be batch_min, example_min or mean, got '{ensemble_reduce}'")
+    kl = kl_hat(dw, dl, kl_policy_logps, kl_reference_logps)
+    metrics = {"e_dpo/member": float(per_member.argmin().item()), "e_dpo/kl_hat": kl.item(),
+               **_ensemble_metrics(margins)}
+    return LossOutput(loss=distill_term + gamma * kl, losses=None, chosen_rewards=(beta * dw).detach(),
+                      rejected_rewards=(beta * dl).detach(), metrics=metrics)
+
+
+def p_dpo(pc, pr, rc, rr, *, kl_policy_logps=None, kl_reference_logps=None, beta: float = 0.1,
+          gamma: float = 0.1) -> LossOutput:
+    """Pessimistic DPO, p-DPO (Fisch et al. 2024, §4): dpo + γ·KL̂."""
+    out = dpo(pc, pr, rc, rr, beta=beta)
+    dw, dl = _log_ratios(pc, pr, rc, rr)
+    kl = kl_hat(dw, dl, kl_policy_logps, kl_reference_logps)
+    out.loss = out.loss + gamma * kl
+    out.losses = None  # the KL term is a batch quantity
+    out.metrics["p_dpo/kl_hat"] = kl.item()
+    return out
+
+
+# ------------------------------------------------------------------------ regularizers
+
+
+def nll(pc, pr, rc, rr, *, chosen_lengths, weight: float = 1.0) -> LossOutput:
+    """RPO / SFT term (Pang et al. 2024; Liu et al. 2024): α · (−logp_θ(w) / n(w))."""
+    (pc,) = _f32(pc)
+    per_token = -pc / chosen_lengths.float().clamp(min=1)        # (B,)
+    return LossOutput(loss=weight * per_token.mean(), losses=weight * per_token,
+                      metrics={"nll/chosen": per_token.mean().item()})
+
+
+def bcr(pc, pr, rc, rr, *, chosen_lengths, weight: float = 1.0, budget: float = 0.1,
+        normalize: bool = True) -> LossOutput:
+    """Budget-controlled regularization (Chen et al. 2024, arXiv 2411.05875, §4):
+    λ · max(0, (logp_ref(w) − logp_θ(w)) / n(w) − δ).
+
+    The chosen response may lose up to δ nats (per token, or per sequence with
+    `normalize: false`) before any penalty: δ=0 forbids any drop, δ→∞ is plain DPO.
+    """
+    pc, rc = _f32(pc, rc)
+    drop = rc - pc                                                # (B,) nats lost
+    if normalize:
+        drop = drop / chosen_lengths.float().clamp(min=1)
+    losses = weight * torch.clamp(drop - budget, min=0)           # (B,)
+    return LossOutput(loss=losses.mean(), losses=losses,
+                      metrics={"bcr/over_budget": (drop > budget).float().mean().item()})
+
+
+# ---------------------------------------------------------------------------- registry
+
+
+@dataclass(frozen=True)
+class LossSpec:
+    """What the training loop must compute and feed for a loss (it never reads `name`)."""
+
+    name: str
+    fn: Callable[..., LossOutput]
+    kind: str = "objective"            # "objective" or "regularizer"
+    needs_reference: bool = True       # reference log-probs (cached or on the fly)
+    needs_rewards: bool = False        # chosen_rewards / rejected_rewards columns, (B, K)
+    min_members: int = 0               # smallest K the objective makes sense with
+    needs_lengths: bool = False        # chosen_lengths / rejected_lengths
+    uses_reference_samples: bool = False  # accepts kl_policy_logps / kl_reference_logps
+    batch_level: bool = False          # does not decompose into per-example terms
+    summary: str = ""
+
+    @property
+    def defaults(self) -> dict:
+        """Hyperparameters and their defaults, read from the function's signature."""
+        inputs = {"chosen_rewards", "rejected_rewards", "chosen_lengths", "rejected_lengths",
+                  "kl_policy_logps", "kl_reference_logps"}
+        params = inspect.signature(self.fn).parameters.values()
+        return {p.name: p.default for p in params
+                if p.kind is inspect.Parameter.KEYWORD_ONLY and p.name not in inputs}
+
+    def check_hparams(self, hparams: dict) -> None:
+        """Raise ConfigError for a hyperparameter this loss does not take, with a suggestion."""
+        known = self.defaults
+        for key in hparams:
+            if key not in known:
+                close = difflib.get_close_matches(key, list(known), n=1)
+                hint = f"; did you mean '{close[0]}'?" if close else f"; it takes: {', '.join(known) or 'none'}"
+                raise ConfigError(f"loss '{self.name}' has no hyperparameter '{key}'{hint}")
+
+
+LOSSES: dict[str, LossSpec] = {s.name: s for s in [
+    LossSpec("dpo", dpo, summary="−log σ(βh)"),
+    LossSpec("cdpo", cdpo, summary="label-smoothed DPO"),
+    LossSpec("rdpo", rdpo, summary="robust DPO, unbiased under label noise ε"),
+    LossSpec("ipo", ipo, needs_lengths=True, summary="(h − 1/(2τ))²"),
+    LossSpec("hinge", hinge, summary="max(0, 1 − βh)"),
+    LossSpec("minor_dpo", minor_dpo, summary="rejected pushed down only while above the reference"),
+    LossSpec("dpop", dpop, summary="DPO with a penalty when the chosen drops below the reference"),
+    LossSpec("distill", distill, needs_rewards=True, min_members=1, summary="(βh − Δr)², d-DPO"),
+    LossSpec("distill_soft", distill_soft, needs_rewards=True, min_members=1,
+             summary="cross-entropy to σ(Δr/T)"),
+    LossSpec("e_dpo", e_dpo, needs_rewards=True, min_members=1, uses_reference_samples=True,
+             batch_level=True, summary="pessimistic ensemble distillation + γ·KL̂"),
+    LossSpec("p_dpo", p_dpo, uses_reference_samples=True, batch_level=True, summary="DPO + γ·KL̂"),
+    LossSpec("nll", nll, kind="regularizer", needs_reference=False, needs_lengths=True,
+             summary="α · per-token NLL of the chosen"),
+    LossSpec("bcr", bcr, kind="regularizer", needs_lengths=True,
+             summary="penalty once the chosen loses more than δ nats/token"),
+]}
+
+
+def get_loss(name: str, kind: str | None = None) -> LossSpec:
+    """Look up a spec by name; unknown names get a 'did you mean'."""
+    names = [n for n, s in LOSSES.items() if kind is None or s.kind == kind]
+    if name not in names:
+        close = difflib.get_close_matches(name, names, n=1)
+        hint = f"; did you mean '{close[0]}'?" if close else f"; choose from: {', '.join(names)}"
+        raise ConfigError(f"unknown {kind or 'loss'} '{name}'{hint}")
+    return LOSSES[name]
