@@ -16,6 +16,7 @@ from robustpo.errors import RobustpoError
 COMMAND_MODULES = [
     "robustpo.train.commands",      # train
     "robustpo.data.commands",       # validate
+    "robustpo.generate.commands",   # generate, rank, label
 ]
 
 
@@ -28,7 +29,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, rest = parser.parse_known_args(argv)
+    # Commands that take --section.key=value overrides get the unparsed rest; others reject it.
+    if getattr(args, "_allow_overrides", False):
+        args.overrides = rest
+    elif rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
     try:
         return int(args.func(args) or 0)
     except RobustpoError as e:

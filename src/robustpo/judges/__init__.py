@@ -1,0 +1,80 @@
+"""Pairwise judges: one protocol, four backends (see `load_judge` for the spec grammar).
+
+Iterative pairwise ranking with a judge follows Chen et al., arXiv 2411.05875.
+"""
+
+from __future__ import annotations
+
+from robustpo.judges.base import (TIE, BothOrders, ComparisonLog, Judge, JudgeError, Verdict, as_text,
+                                  compare_detailed, judge_both_orders, text_hash)
+
+__all__ = ["TIE", "BothOrders", "ComparisonLog", "Judge", "JudgeError", "Verdict", "as_text", "compare_detailed",
+           "judge_both_orders", "text_hash", "load_judge", "JUDGE_SPEC_HELP"]
+
+JUDGE_SPEC_HELP = """judge spec grammar:
+  function:MODULE:FN | function:FILE.py:FN   a Python callable fn(prompts, first, second) -> P(first better) list,
+                                             or an object with a compare() method
+  reward:PATH                                a sequence-classification reward model folder (num_labels=1);
+                                             P = sigmoid(r(first) - r(second)); options: batch_size, device,
+                                             max_length, dtype
+  family:PATH                                a reward-model family (needs robustpo.rewards.load_family);
+                                             option member=K (default: family mean)
+  lm:PATH                                    a local causal LM judge reading p(A) vs p(B); options: template,
+                                             labels=A,B, chat=auto|true|false, batch_size, device, max_length
+  http://HOST/v1 | https://... | openai:URL  an OpenAI-compatible chat-completions endpoint; options: model,
+                                             template, labels, system, concurrency, timeout, retries, backoff,
+                                             backoff_max, parse_retries, max_tokens, temperature, logprobs,
+                                             top_logprobs, cache=PATH, api_key_env
+"""
+
+
+def _labels(options: dict) -> dict:
+    if isinstance(options.get("labels"), str):
+        options["labels"] = tuple(x.strip() for x in options["labels"].split(","))
+    if "labels" in options and len(options["labels"]) != 2:
+        from robustpo.errors import ConfigError
+
+        raise ConfigError(f"labels must be two labels like A,B; got {options['labels']!r}")
+    return options
+
+
+def load_judge(spec: str, **options) -> Judge:
+    """Build a judge from a spec string (grammar in JUDGE_SPEC_HELP) and backend options."""
+    from robustpo.errors import ConfigError
+
+    if not isinstance(spec, str) or not spec:
+        raise ConfigError("a judge spec is required (see `robustpo rank --help`)")
+    kind, _, rest = spec.partition(":")
+    try:
+        if spec.startswith(("http://", "https://")) or kind == "openai":
+            from robustpo.judges.http_judge import HTTPJudge
+
+            return HTTPJudge(spec if kind != "openai" else rest, **_labels(options))
+        if kind == "function":
+            from robustpo.judges.function import load_function_judge
+
+            return load_function_judge(rest, **options)
+        if kind == "reward":
+            from robustpo.judges.reward import RewardModelJudge
+
+            return RewardModelJudge(rest, **options)
+        if kind == "family":
+            try:
+                from robustpo.rewards import load_family  # issue 3
+            except ImportError:
+                raise ConfigError("family judges need robustpo.rewards.load_family, which this install lacks; "
+                                  "use reward:PATH for a single reward model") from None
+            from robustpo.judges.reward import FamilyJudge
+
+            member = options.pop("member", None)
+            return FamilyJudge(load_family(rest, **options), member=None if member is None else int(member),
+                               name=rest)
+        if kind == "lm":
+            from robustpo.judges.lm import LMJudge
+
+            return LMJudge(rest, **_labels(options))
+    except TypeError as e:  # an unknown option name reaches the constructor
+        if "unexpected keyword" not in str(e):
+            raise
+        raise ConfigError(f"bad option for judge '{spec}': {e}") from None
+    raise ConfigError(f"unknown judge spec '{spec}'\n{JUDGE_SPEC_HELP}")

@@ -1,0 +1,101 @@
+"""Choosing preference pairs from a ranking, and validating inputs for rank / label."""
+
+from __future__ import annotations
+
+from robustpo.errors import ConfigError, DataError
+from robustpo.generate.ranking import Ranking
+
+SELECTIONS = ("best_worst", "best_vs_rest", "adjacent")
+
+
+def check_strategy(strategy: str, selection: str) -> None:
+    from robustpo.generate.ranking import STRATEGIES
+
+    if strategy not in STRATEGIES:
+        raise ConfigError(f"unknown strategy '{strategy}' (choose from {', '.join(STRATEGIES)})")
+    if selection not in SELECTIONS:
+        raise ConfigError(f"unknown pair selection '{selection}' (choose from {', '.join(SELECTIONS)})")
+    if strategy == "tournament" and selection == "adjacent":
+        raise ConfigError("adjacent pairs need a full ranking: use --strategy insertion (or pointwise)")
+
+
+def select_pairs(ranking: Ranking, n: int, selection: str) -> list[tuple[int, int]]:
+    """(chosen, rejected) index pairs. best_worst: the best against the worst;
+    best_vs_rest: the best against every other; adjacent: neighbours in the full ranking."""
+    if n < 2:
+        return []
+    if selection == "best_worst":
+        return [(ranking.best, ranking.worst)] if ranking.best != ranking.worst else []
+    if selection == "best_vs_rest":
+        others = ranking.order[1:] if ranking.order else [i for i in range(n) if i != ranking.best]
+        return [(ranking.best, j) for j in others]
+    if selection == "adjacent":
+        return list(zip(ranking.order[:-1], ranking.order[1:]))
+    raise ConfigError(f"unknown pair selection '{selection}'")
+
+
+def _check_prompt(value, file: str, row: int, field: str) -> None:
+    if isinstance(value, str):
+        if not value.strip():
+            raise DataError("empty prompt", file=file, row=row, field=field)
+        return
+    if isinstance(value, list) and value:
+        for k, m in enumerate(value):
+            if not (isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)):
+                raise DataError(f"message {k + 1} must be an object with string 'role' and 'content'",
+                                file=file, row=row, field=field)
+        return
+    raise DataError(f"expected a string or a non-empty list of chat messages, got {type(value).__name__}",
+                    file=file, row=row, field=field)
+
+
+def read_prompts(path: str) -> list:
+    """Prompts of a prompts file: each row's `prompt` (a string or a list of {role, content})."""
+    from robustpo.data.io import read_records
+
+    rows = read_records(path)
+    if not rows:
+        raise DataError("no rows", file=str(path))
+    prompts = []
+    for i, row in enumerate(rows):
+        if "prompt" not in row:
+            raise DataError("missing field (each row needs a 'prompt')", file=str(path), row=i, field="prompt")
+        _check_prompt(row["prompt"], str(path), i, "prompt")
+        prompts.append(row["prompt"])
+    return prompts
+
+
+def read_samples(path: str) -> list[dict]:
+    """Rows of a `robustpo generate` output: `prompt` and `completions` (list of strings)."""
+    from robustpo.data.io import read_records
+
+    rows = read_records(path)
+    for i, row in enumerate(rows):
+        for name in ("prompt", "completions"):
+            if name not in row:
+                raise DataError("missing field", file=str(path), row=i, field=name)
+        _check_prompt(row["prompt"], str(path), i, "prompt")
+        comps = row["completions"]
+        if not isinstance(comps, list) or not all(isinstance(c, str) for c in comps):
+            raise DataError("expected a list of strings", file=str(path), row=i, field="completions")
+    return rows
+
+
+def read_pairs(path: str) -> list[dict]:
+    """Canonical preference rows (explicit prompt): `prompt`, `chosen`, `rejected`."""
+    from robustpo.data.io import read_records
+
+    rows = read_records(path)
+    for i, row in enumerate(rows):
+        for name in ("prompt", "chosen", "rejected"):
+            if name not in row:
+                raise DataError("missing field", file=str(path), row=i, field=name)
+        _check_prompt(row["prompt"], str(path), i, "prompt")
+        for name in ("chosen", "rejected"):
+            v = row[name]
+            if not (isinstance(v, str) or isinstance(v, list)):
+                raise DataError(f"expected a string or a list of messages, got {type(v).__name__}",
+                                file=str(path), row=i, field=name)
+            if isinstance(v, str) and not v.strip():
+                raise DataError("empty response", file=str(path), row=i, field=name)
+    return rows

@@ -1,0 +1,96 @@
+"""A real OpenAI-compatible chat-completions server for the HTTP judge tests.
+
+Run as a separate process: `python chat_server.py` binds 127.0.0.1 on a free port and
+prints the port. The judged "truth" is simple and independent of the judge code: the
+longer of the two responses shown is better. Behaviour per request is scripted over HTTP:
+
+    POST /control {"queue": [actions...], "default": action, "delay": seconds}
+    GET  /stats   -> {"requests": n, "log": [{"t": time, "action": a}, ...]}
+
+Actions: ok (text reply "A"/"B"), logprobs (reply + top_logprobs with P(better)=0.8),
+always_a (replies "A" whatever the texts: position bias), garbage (no verdict in the
+text), 400, 500, 503 (HTTP errors), bad_json (200 with a non-JSON body), timeout (sleeps
+`delay` before answering), close (drops the connection without a reply).
+"""
+
+import json
+import math
+import re
+import socket
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+STATE = {"queue": [], "default": "ok", "delay": 3.0, "requests": 0, "log": []}
+LOCK = threading.Lock()
+PATTERN = re.compile(r"\[Response A\]\n(.*?)\n\n\[Response B\]\n(.*?)\n\nWhich", re.S)
+
+
+def completion(text, logprobs=None):
+    choice = {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
+    if logprobs is not None:
+        choice["logprobs"] = logprobs
+    return {"id": "cmpl-test", "object": "chat.completion", "model": "judge", "choices": [choice]}
+
+
+class Handler(BaseHTTPRequestHandler):
+    def log_message(self, *args):  # keep test output clean
+        pass
+
+    def _send(self, code, body, content_type="application/json"):
+        data = body if isinstance(body, bytes) else json.dumps(body).encode()
+        self.send_response(code)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_GET(self):
+        with LOCK:
+            self._send(200, {"requests": STATE["requests"], "log": STATE["log"]})
+
+    def do_POST(self):
+        body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
+        if self.path == "/control":
+            with LOCK:
+                STATE.update(queue=list(body.get("queue", [])), default=body.get("default", "ok"),
+                             delay=body.get("delay", 3.0), requests=0, log=[])
+            return self._send(200, {"ok": True})
+        with LOCK:
+            action = STATE["queue"].pop(0) if STATE["queue"] else STATE["default"]
+            STATE["requests"] += 1
+            STATE["log"].append({"t": time.time(), "action": action})
+            delay = STATE["delay"]
+        if action == "close":
+            self.close_connection = True
+            self.connection.shutdown(socket.SHUT_RDWR)
+            return
+        if action == "timeout":
+            time.sleep(delay)
+            action = "ok"
+        if action in ("400", "500", "503"):
+            return self._send(int(action), {"error": {"message": f"scripted {action}"}})
+        if action == "bad_json":
+            return self._send(200, b"<html>gateway</html>", "text/html")
+        if action == "garbage":
+            return self._send(200, completion("Both responses have merits; I cannot decide."))
+        if action == "always_a":
+            return self._send(200, completion("A"))
+        user = body["messages"][-1]["content"]
+        a, b = PATTERN.search(user).groups()
+        label = "A" if len(a) > len(b) else "B"
+        if action == "logprobs":
+            other = "B" if label == "A" else "A"
+            top = [{"token": label, "logprob": math.log(0.8)}, {"token": other, "logprob": math.log(0.2)}]
+            lp = {"content": [{"token": label, "logprob": math.log(0.8), "top_logprobs": top}]}
+            return self._send(200, completion(label, lp))
+        return self._send(200, completion(label))
+
+
+if __name__ == "__main__":
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    print(server.server_address[1], flush=True)
+    sys.stdout.close()
+    server.serve_forever()
