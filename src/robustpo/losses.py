@@ -284,6 +284,11 @@ class LossSpec:
         return {p.name: p.default for p in params
                 if p.kind is inspect.Parameter.KEYWORD_ONLY and p.name not in inputs}
 
+    def call(self, pc, pr, rc, rr, inputs: dict, hparams: dict) -> LossOutput:
+        """Call the function with the inputs it accepts (from those the loop computed) and `hparams`."""
+        accepted = inspect.signature(self.fn).parameters
+        return self.fn(pc, pr, rc, rr, **{k: v for k, v in inputs.items() if k in accepted}, **hparams)
+
     def check_hparams(self, hparams: dict) -> None:
         """Raise ConfigError for a hyperparameter this loss does not take, with a suggestion."""
         known = self.defaults

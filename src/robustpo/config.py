@@ -1,0 +1,224 @@
+"""Typed configs: YAML recipes plus `--section.key=value` overrides.
+
+Unknown keys are errors with a "did you mean"; values are checked against the field types.
+The loss section is `{name: e_dpo, beta: 0.1, gamma: 0.1}`: the name plus that loss's
+hyperparameters, checked against the loss function's signature.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from robustpo.errors import ConfigError
+
+
+@dataclass
+class LoraConfig:
+    r: int = 8
+    alpha: int = 16
+    dropout: float = 0.0
+    target_modules: Any = "all-linear"
+
+
+@dataclass
+class ModelConfig:
+    name_or_path: str = "tiny:llama"     # hub id, local path, or tiny:ARCH (built locally, see tiny.py)
+    reference: str | None = None         # default: the policy's starting point
+    tokenizer: str | None = None         # default: the model's own
+    dtype: str = "float32"               # float32 | bfloat16 | float16 | auto
+    attn_implementation: str | None = None
+    trust_remote_code: bool = False
+    lora: LoraConfig | None = None       # set to enable LoRA; the reference is then the adapter-disabled base
+    tiny_vocab_size: int = 512           # tiny:ARCH only: tokenizer size
+    gradient_checkpointing: bool = False
+
+
+@dataclass
+class DataConfig:
+    train: str = ""
+    split: str | None = None             # for hub ids and saved DatasetDicts
+    format: str = "auto"                 # auto | explicit | implicit | conversational
+    max_length: int = 512
+    max_prompt_length: int = 256
+    strict: bool = False                 # identical chosen/rejected is an error instead of a dropped row
+    drop_empty: bool = False             # drop (and count) rows with an empty response instead of failing
+    max_rows: int | None = None
+
+
+@dataclass
+class LossConfig:
+    name: str = "dpo"
+    params: dict = field(default_factory=dict)
+
+
+@dataclass
+class TrainConfig:
+    output_dir: str = "runs/robustpo"
+    seed: int = 0
+    epochs: int = 1
+    max_steps: int = -1                  # optimizer steps; overrides epochs when > 0
+    batch_size: int = 8                  # pairs per device per micro-batch
+    grad_accum: int = 1
+    learning_rate: float = 5e-6
+    weight_decay: float = 0.0
+    adam_betas: tuple = (0.9, 0.999)
+    scheduler: str = "linear"            # any transformers scheduler name
+    warmup_ratio: float = 0.1
+    max_grad_norm: float = 1.0           # 0 disables clipping
+    mixed_precision: str = "no"          # no | bf16 | fp16 (accelerate)
+    precompute_reference: bool = True    # cache reference log-probs on disk; the reference is not loaded while training
+    reference_cache_dir: str | None = None  # default: OUTPUT_DIR/reference_cache
+    logging_steps: int = 1
+    save_steps: int = 0                  # checkpoint every N optimizer steps (0: none until the end)
+    save_total_limit: int = 2
+    log_with: list = field(default_factory=list)   # accelerate trackers: tensorboard, wandb, trackio, mlflow
+    collapse_warning_nats: float = 5.0   # warn when mean Δ(w) falls below −this
+    response_only_projection: bool = True  # vocabulary projection only where a response token is predicted
+    shuffle: bool = True
+
+
+@dataclass
+class RunConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    regularizers: list = field(default_factory=list)   # [LossConfig]
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+# ------------------------------------------------------------------------------ parsing
+
+
+def _suggest(key: str, known: list[str]) -> str:
+    close = difflib.get_close_matches(key, known, n=1)
+    return f"; did you mean '{close[0]}'?" if close else f"; known keys: {', '.join(known)}"
+
+
+def _coerce(value, tp, where: str):
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is None:
+            return None
+        return _coerce(value, args[0], where)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        return from_dict(tp, value, where)
+    if tp is Any or tp is dict or tp is list:
+        return value
+    if tp is tuple:
+        return tuple(value)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true/false, got {value!r}")
+        return value
+    if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if tp is int and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if tp is str and isinstance(value, str):
+        return value
+    raise ConfigError(f"{where}: expected {getattr(tp, '__name__', tp)}, got {value!r}")
+
+
+def _loss_from(value, where: str) -> LossConfig:
+    from robustpo.losses import get_loss
+
+    if isinstance(value, str):
+        value = {"name": value}
+    if not isinstance(value, dict) or "name" not in value:
+        raise ConfigError(f"{where}: expected {{name: ..., <hyperparameters>}}, got {value!r}")
+    params = {k: v for k, v in value.items() if k != "name"}
+    kind = "regularizer" if where.startswith("regularizers") else "objective"
+    try:
+        spec = get_loss(value["name"], kind)
+        spec.check_hparams(params)
+    except ConfigError as e:
+        raise ConfigError(f"{where}: {e}") from None
+    return LossConfig(name=value["name"], params=params)
+
+
+def from_dict(cls, data: dict, where: str = ""):
+    if cls is RunConfig:
+        data = dict(data)
+        loss = _loss_from(data.pop("loss", {"name": "dpo"}), "loss")
+        regs = data.pop("regularizers", []) or []
+        if not isinstance(regs, list):
+            raise ConfigError("regularizers: expected a list of {name: ..., weight: ...}")
+        regularizers = [_loss_from(r, f"regularizers[{i}]") for i, r in enumerate(regs)]
+        cfg = from_dict_plain(cls, data, where)
+        cfg.loss, cfg.regularizers = loss, regularizers
+        return cfg
+    return from_dict_plain(cls, data, where)
+
+
+def from_dict_plain(cls, data: dict, where: str):
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for key, value in data.items():
+        path = f"{where}.{key}" if where else key
+        if key not in fields:
+            raise ConfigError(f"unknown config key '{path}'{_suggest(key, list(fields))}")
+        kwargs[key] = _coerce(value, hints[key], path)
+    return cls(**kwargs)
+
+
+def _set_path(tree: dict, dotted: str, value) -> None:
+    parts = dotted.split(".")
+    node = tree
+    for p in parts[:-1]:
+        if not isinstance(node.get(p), dict):
+            node[p] = {} if node.get(p) is None else node[p]
+            if not isinstance(node[p], dict):
+                raise ConfigError(f"override --{dotted}: '{p}' is not a section")
+        node = node[p]
+    node[parts[-1]] = value
+
+
+def parse_overrides(args: list[str]) -> list[tuple[str, Any]]:
+    """`--train.learning_rate=1e-4` -> ('train.learning_rate', 1e-4); values parsed as YAML."""
+    out = []
+    for a in args:
+        if not a.startswith("--") or "=" not in a:
+            raise ConfigError(f"override '{a}' must look like --section.key=value")
+        key, raw = a[2:].split("=", 1)
+        out.append((key, yaml.safe_load(raw) if raw != "" else None))
+    return out
+
+
+def load_config(path: str | Path | None, overrides: list[str] | None = None) -> RunConfig:
+    data: dict = {}
+    if path is not None:
+        try:
+            data = yaml.safe_load(Path(path).read_text()) or {}
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: no such recipe file") from None
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{path}: not valid YAML: {e}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: a recipe must be a mapping of sections")
+    for key, value in parse_overrides(overrides or []):
+        _set_path(data, key, value)
+    try:
+        return from_dict(RunConfig, data)
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}" if path else str(e)) from None
+
+
+def to_dict(cfg) -> dict:
+    """Resolved config, as saved beside the model. Loss params are flattened back."""
+    d = dataclasses.asdict(cfg)
+    d["loss"] = {"name": cfg.loss.name, **cfg.loss.params}
+    d["regularizers"] = [{"name": r.name, **r.params} for r in cfg.regularizers]
+    d["train"]["adam_betas"] = list(cfg.train.adam_betas)
+    return d

@@ -1,0 +1,105 @@
+"""Loading the policy, the reference and their tokenizer.
+
+A model name is a hub id, a local path, or `tiny:ARCH[?options]`. A tiny model is built
+locally (tokenizer trained on the run's own texts, random init from the seed, see tiny.py)
+and saved into the run folder once, so that the policy, the reference, the reference-log-prob
+cache and a resumed run all see exactly the same starting weights.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Iterable
+
+import torch
+
+from robustpo.config import ModelConfig
+from robustpo.errors import ConfigError
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "auto": "auto"}
+
+
+def torch_dtype(name: str):
+    if name not in DTYPES:
+        raise ConfigError(f"model.dtype must be one of {', '.join(DTYPES)}, got '{name}'")
+    return DTYPES[name]
+
+
+def materialize_base(cfg: ModelConfig, run_dir: Path, texts: Callable[[], Iterable[str]], seed: int) -> str:
+    """Return a loadable path or hub id for the starting policy; builds `tiny:` models once."""
+    if not cfg.name_or_path.startswith("tiny:"):
+        return cfg.name_or_path
+    from robustpo.data.io import atomic_dir
+    from robustpo.tiny import build_tiny_model, parse_tiny_name, train_tokenizer
+
+    target = run_dir / "base_model"
+    if (target / "config.json").exists():
+        return str(target)
+    arch, sizes = parse_tiny_name(cfg.name_or_path)
+    vocab = sizes.pop("vocab_size", cfg.tiny_vocab_size)
+    tokenizer = train_tokenizer(texts(), vocab_size=vocab)
+    model = build_tiny_model(tokenizer, arch, seed=seed, **sizes)
+    with atomic_dir(target) as tmp:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+    return str(target)
+
+
+def load_tokenizer(path: str, cfg: ModelConfig):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(cfg.tokenizer or path, trust_remote_code=cfg.trust_remote_code)
+    if tok.pad_token_id is None:
+        # Padding positions are masked everywhere, so any id will do; EOS is the usual choice.
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def load_causal_lm(path: str, cfg: ModelConfig, *, trainable: bool = True):
+    from transformers import AutoModelForCausalLM
+
+    kwargs = {"dtype": torch_dtype(cfg.dtype), "trust_remote_code": cfg.trust_remote_code}
+    if cfg.attn_implementation:
+        kwargs["attn_implementation"] = cfg.attn_implementation
+    model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    if not trainable:
+        model.eval().requires_grad_(False)
+        return model
+    if cfg.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+        model.config.use_cache = False
+    if cfg.lora is not None:
+        model = apply_lora(model, cfg)
+    return model
+
+
+def apply_lora(model, cfg: ModelConfig):
+    from peft import LoraConfig, get_peft_model
+
+    lora = cfg.lora
+    peft_cfg = LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+                          target_modules=lora.target_modules, task_type="CAUSAL_LM")
+    return get_peft_model(model, peft_cfg)
+
+
+def is_peft(model) -> bool:
+    try:
+        from peft import PeftModel
+    except ImportError:  # peft is a dependency, but be kind to partial installs
+        return False
+    return isinstance(model, PeftModel)
+
+
+def transformers_model(model):
+    """The underlying `transformers` model (LoRA layers injected, if any)."""
+    return model.get_base_model() if is_peft(model) else model
+
+
+def save_final(model, tokenizer, out_dir: Path) -> None:
+    """Save a model that plain `transformers.from_pretrained` loads (LoRA merged; adapter kept beside)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if is_peft(model):
+        model.save_pretrained(out_dir / "adapter")
+        model = model.merge_and_unload()
+    model.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)

@@ -1,0 +1,220 @@
+"""Preference training: any objective of the catalogue, plus regularizers, on the one loop.
+
+Order of work, so that bad input fails before anything expensive: config -> data
+(validated) -> loss requirements checked against the data -> tokenizer -> reference
+log-probs (cached) -> policy -> loop -> final model.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import warnings
+from pathlib import Path
+
+import torch
+import yaml
+
+from robustpo.config import RunConfig, to_dict
+from robustpo.errors import ConfigError
+from robustpo.losses import LossSpec, get_loss
+from robustpo.train.forward import ResponseLogps, frozen_logps
+
+
+def pair_metrics(pc, pr, rc, rr, out) -> dict[str, float]:
+    """The standard preference metrics, whatever the objective."""
+    dw, dl = (pc - rc).detach().float(), (pr - rr).detach().float()
+    cr, rj = out.chosen_rewards, out.rejected_rewards
+    return {
+        "rewards/chosen": cr.mean().item(), "rewards/rejected": rj.mean().item(),
+        "rewards/margins": (cr - rj).mean().item(), "rewards/accuracies": (cr > rj).float().mean().item(),
+        "logps/chosen": pc.detach().float().mean().item(), "logps/rejected": pr.detach().float().mean().item(),
+        "logratio/chosen": dw.mean().item(), "logratio/rejected": dl.mean().item(),
+        "kl_forward": (-(dw + dl) / 2).mean().item(),
+    }
+
+
+def make_step_fn(spec: LossSpec, params: dict, regularizers: list[tuple[LossSpec, dict]], reference_fn=None):
+    """step(model, batch) -> (loss, metrics). `reference_fn(batch) -> logps (2B + B·M,)` when not cached."""
+
+    def step(model, batch):
+        logps, _ = model(batch["input_ids"], batch["attention_mask"], batch["labels"])   # (2B + B·M,)
+        B, M = batch["index"].shape[0], batch["num_reference_samples"]
+        pc, pr = logps[:B], logps[B:2 * B]                                                # (B,), (B,)
+        if "reference_chosen_logps" in batch:
+            rc, rr = batch["reference_chosen_logps"], batch["reference_rejected_logps"]
+            rs = batch.get("reference_sample_logps")
+        else:
+            ref = reference_fn(batch)
+            rc, rr, rs = ref[:B], ref[B:2 * B], ref[2 * B:].view(B, M) if M else None
+        inputs = {"chosen_lengths": batch["chosen_lengths"], "rejected_lengths": batch["rejected_lengths"]}
+        for key in ("chosen_rewards", "rejected_rewards"):
+            if key in batch:
+                inputs[key] = batch[key]
+        if M:
+            inputs["kl_policy_logps"], inputs["kl_reference_logps"] = logps[2 * B:].view(B, M), rs
+        out = spec.call(pc, pr, rc, rr, inputs, params)
+        loss = out.loss
+        metrics = {**pair_metrics(pc, pr, rc, rr, out), **out.metrics, "loss/objective": out.loss.item()}
+        for reg_spec, reg_params in regularizers:
+            reg = reg_spec.call(pc, pr, rc, rr, inputs, reg_params)
+            loss = loss + reg.loss
+            metrics[f"loss/{reg_spec.name}"] = reg.loss.item()
+            metrics.update(reg.metrics)
+        return loss, metrics
+
+    return step
+
+
+def _check_requirements(spec: LossSpec, report, data_path: str) -> None:
+    if spec.needs_rewards and report.num_members is None:
+        raise ConfigError(f"loss '{spec.name}' needs chosen_rewards/rejected_rewards columns, and {data_path} has "
+                          "none: score the data with a reward model first (robustpo reward score)")
+    if spec.needs_rewards and report.num_members < spec.min_members:
+        raise ConfigError(f"loss '{spec.name}' needs at least {spec.min_members} reward members, "
+                          f"{data_path} has K={report.num_members}")
+
+
+def _prepare_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
+    has_run = (run_dir / "final").exists() or (run_dir / "checkpoints").exists() or (run_dir / "metrics.jsonl").exists()
+    if has_run and not resume and not overwrite:
+        raise ConfigError(f"{run_dir} already holds a run: pass --resume to continue it, --overwrite to start over, "
+                          "or set train.output_dir to another folder")
+    if has_run and overwrite and not resume:
+        import shutil
+
+        for name in ("final", "checkpoints", "metrics.jsonl"):
+            p = run_dir / name
+            shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
+
+
+def train_preference(cfg: RunConfig, *, resume: bool = False, overwrite: bool = False) -> Path:
+    """Run a preference training job; returns the folder of the final model."""
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+
+    from robustpo.data.collate import collate_pairs
+    from robustpo.data.schema import load_preferences
+    from robustpo.data.tokenize import tokenize_pairs
+    from robustpo.models import load_causal_lm, load_tokenizer, materialize_base
+    from robustpo.train import refcache
+    from robustpo.train.loop import run_loop, total_optimizer_steps
+
+    tc = cfg.train
+    spec = get_loss(cfg.loss.name, "objective")
+    regularizers = [(get_loss(r.name, "regularizer"), r.params) for r in cfg.regularizers]
+    if not cfg.data.train:
+        raise ConfigError("data.train is required (a file, a saved dataset folder or a hub id)")
+    run_dir = Path(tc.output_dir)
+    accelerator = Accelerator(gradient_accumulation_steps=tc.grad_accum, mixed_precision=tc.mixed_precision,
+                              log_with=tc.log_with or None, project_dir=str(run_dir))
+    if accelerator.is_main_process:
+        _prepare_run_dir(run_dir, resume, overwrite)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    accelerator.wait_for_everyone()
+    set_seed(tc.seed)
+
+    rows, report = load_preferences(cfg.data.train, split=cfg.data.split, fmt=cfg.data.format,
+                                    strict=cfg.data.strict, drop_empty=cfg.data.drop_empty,
+                                    max_rows=cfg.data.max_rows)
+    _check_requirements(spec, report, cfg.data.train)
+    accelerator.print(report.summary())
+
+    texts = lambda: (t for r in rows for t in (str(r["prompt"]), str(r["chosen"]), str(r["rejected"])))  # noqa: E731
+    if accelerator.is_main_process:
+        base = materialize_base(cfg.model, run_dir, texts, tc.seed)
+    accelerator.wait_for_everyone()
+    base = materialize_base(cfg.model, run_dir, texts, tc.seed)   # now a no-op: the folder exists
+    tokenizer = load_tokenizer(base, cfg.model)
+    items, stats = tokenize_pairs(rows, tokenizer, max_length=cfg.data.max_length,
+                                  max_prompt_length=cfg.data.max_prompt_length, source=cfg.data.train)
+    accelerator.print(stats.summary())
+    collate = lambda batch: collate_pairs(batch, tokenizer.pad_token_id)  # noqa: E731
+
+    # Reference: an explicit model, or the starting point (for LoRA: the adapter-disabled base).
+    reference_path = cfg.model.reference or base
+    policy = load_causal_lm(base, cfg.model)
+    model = ResponseLogps(policy, tc.response_only_projection)
+    reference_fn = None
+    if tc.precompute_reference:
+        key = refcache.fingerprint(refcache.data_fingerprint(items), refcache.model_fingerprint(reference_path),
+                                   cfg.model.dtype, "v1")
+        path = refcache.cache_path(Path(tc.reference_cache_dir or run_dir / "reference_cache"), key)
+        if path.exists():
+            values = refcache.read_cache(path)
+            accelerator.print(f"reference log-probs: cached ({path})")
+        else:
+            if cfg.model.reference is None and cfg.model.lora is not None:
+                ref_module, ctx = model, policy.disable_adapter()
+            else:
+                ref_module = ResponseLogps(load_causal_lm(reference_path, cfg.model, trainable=False),
+                                           tc.response_only_projection)
+                ctx = contextlib.nullcontext()
+            ref_module.to(accelerator.device).eval()
+            with ctx:
+                values = refcache.compute_reference_logps(ref_module, items, collate, batch_size=tc.batch_size * 2,
+                                                          accelerator=accelerator)
+            del ref_module
+            if accelerator.is_main_process:
+                refcache.write_cache(path, values)
+        refcache.attach(items, values)
+    else:
+        if cfg.model.reference is None and cfg.model.lora is not None:
+            def reference_fn(batch):
+                with accelerator.unwrap_model(model).lm.disable_adapter():
+                    return frozen_logps(model, batch, accelerator.device)
+        else:
+            ref_module = ResponseLogps(load_causal_lm(reference_path, cfg.model, trainable=False),
+                                       tc.response_only_projection).to(accelerator.device)
+            reference_fn = lambda batch: frozen_logps(ref_module, batch, accelerator.device)  # noqa: E731
+
+    from transformers import get_scheduler
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=tc.learning_rate, betas=tuple(tc.adam_betas),
+                                  weight_decay=tc.weight_decay)
+    total = total_optimizer_steps(len(items), tc, accelerator.num_processes)
+    # accelerate steps a prepared scheduler once per process per optimizer step: scale to match.
+    scheduler = get_scheduler(tc.scheduler, optimizer, num_warmup_steps=int(tc.warmup_ratio * total) * accelerator.num_processes,
+                              num_training_steps=total * accelerator.num_processes)
+    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+    if tc.log_with:
+        accelerator.init_trackers("robustpo", config=json.loads(json.dumps(to_dict(cfg), default=str)))
+
+    collapse = {"warned": False}
+
+    def on_log(row):
+        if row.get("logratio/chosen", 0.0) < -tc.collapse_warning_nats and not collapse["warned"]:
+            collapse["warned"] = True
+            warnings.warn(f"step {row['step']}: the preferred responses have lost {-row['logratio/chosen']:.1f} nats "
+                          f"on average against the reference (train.collapse_warning_nats={tc.collapse_warning_nats}): "
+                          "likelihood collapse; consider bcr/nll regularizers, minor_dpo, or distillation",
+                          stacklevel=1)
+
+    step_fn = make_step_fn(spec, cfg.loss.params, regularizers, reference_fn)
+    state = run_loop(accelerator=accelerator, model=model, optimizer=optimizer, scheduler=scheduler, dataset=items,
+                     collate_fn=collate, step_fn=step_fn, cfg=tc, run_dir=run_dir, total_steps=total,
+                     resume=resume, on_log=on_log)
+    accelerator.end_training()
+    return save_run(accelerator, model, tokenizer, run_dir, {
+        "data": {**report.__dict__, "formats": dict(report.formats)}, "truncation": stats.as_dict(),
+        "steps": state.step, "loss": cfg.loss.name, "collapse_warning": collapse["warned"]})
+
+
+def save_run(accelerator, model, tokenizer, run_dir: Path, summary: dict) -> Path:
+    """Write the final model (plain `transformers` folder) and a summary, atomically."""
+    from robustpo.data.io import atomic_dir, write_json_atomic
+    from robustpo.models import save_final
+
+    accelerator.wait_for_everyone()
+    final = run_dir / "final"
+    if accelerator.is_main_process:
+        lm = accelerator.unwrap_model(model).lm
+        with atomic_dir(final) as tmp:
+            save_final(lm, tokenizer, tmp)
+            (tmp / "robustpo_config.yaml").write_text((run_dir / "config.yaml").read_text())
+        write_json_atomic(run_dir / "train_summary.json", summary)
+        accelerator.print(f"saved {final}")
+    accelerator.wait_for_everyone()
+    return final

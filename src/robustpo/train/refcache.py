@@ -1,0 +1,99 @@
+"""Reference log-probs: computed once per (tokenized dataset, reference model), cached on disk.
+
+The cache key hashes the token ids of every pair (so any change to the data, the tokenizer
+or the truncation settings invalidates it) and the reference model's files (config and
+weights). The reference model is loaded only to fill the cache and freed before training.
+With several processes each computes its shard and the shards are gathered, so the work is
+split, not repeated.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import torch
+
+from robustpo.data.io import atomic_path, fingerprint
+
+
+def model_fingerprint(path: str) -> str:
+    """Hash of a local model folder (config + weights), or the hub id and its revision."""
+    p = Path(path)
+    if not p.is_dir():
+        return fingerprint("hub", path)
+    h = hashlib.sha256()
+    for f in sorted(p.rglob("*")):
+        if not f.is_file() or f.suffix not in {".json", ".safetensors", ".bin", ".model", ".txt"}:
+            continue
+        h.update(f.relative_to(p).as_posix().encode())
+        size = f.stat().st_size
+        h.update(str(size).encode())
+        with open(f, "rb") as fh:
+            if size <= 64 << 20:
+                h.update(fh.read())
+            else:  # huge weight shards: size + head + tail is enough to notice a different checkpoint
+                h.update(fh.read(1 << 20))
+                fh.seek(size - (1 << 20))
+                h.update(fh.read(1 << 20))
+    return h.hexdigest()[:16]
+
+
+def data_fingerprint(items: list[dict]) -> str:
+    h = hashlib.sha256()
+    for it in items:
+        h.update(json.dumps([it["index"], it["prompt_ids"], it["chosen_ids"], it["rejected_ids"],
+                             it.get("reference_sample_ids")]).encode())
+    return h.hexdigest()[:16]
+
+
+@torch.no_grad()
+def compute_reference_logps(logps_model, items: list[dict], collate_fn, *, batch_size: int,
+                            accelerator) -> dict[int, dict]:
+    """Reference log-probs for every item: index -> {chosen, rejected, samples}."""
+    from tqdm.auto import tqdm
+
+    rank, world = accelerator.process_index, accelerator.num_processes
+    # Sort by length so batches carry little padding; each process takes a strided shard.
+    order = sorted(range(len(items)), key=lambda i: len(items[i]["prompt_ids"]) + len(items[i]["chosen_ids"]))
+    mine = order[rank::world]
+    results = []
+    for start in tqdm(range(0, len(mine), batch_size), desc="reference log-probs",
+                      disable=not accelerator.is_local_main_process, dynamic_ncols=True):
+        batch = collate_fn([items[i] for i in mine[start:start + batch_size]])
+        logps, _ = logps_model(batch["input_ids"].to(accelerator.device),
+                               batch["attention_mask"].to(accelerator.device),
+                               batch["labels"].to(accelerator.device))
+        B, M = len(batch["index"]), batch["num_reference_samples"]
+        for j, idx in enumerate(batch["index"].tolist()):
+            results.append([idx, logps[j].item(), logps[B + j].item(),
+                            logps[2 * B + j * M: 2 * B + (j + 1) * M].tolist()])
+    if world > 1:
+        from accelerate.utils import gather_object
+
+        results = gather_object(results)
+    return {idx: {"chosen": c, "rejected": r, "samples": s} for idx, c, r, s in results}
+
+
+def cache_path(cache_dir: Path, key: str) -> Path:
+    return Path(cache_dir) / f"reference-logps-{key}.json"
+
+
+def read_cache(path: Path) -> dict[int, dict]:
+    return {int(k): v for k, v in json.loads(path.read_text()).items()}
+
+
+def write_cache(path: Path, values: dict[int, dict]) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps({str(k): v for k, v in values.items()}))
+
+
+def attach(items: list[dict], values: dict[int, dict]) -> None:
+    """Add the cached values to the items the collator turns into batches."""
+    for it in items:
+        v = values[it["index"]]
+        it["reference_chosen_logps"] = v["chosen"]
+        it["reference_rejected_logps"] = v["rejected"]
+        if v["samples"]:
+            it["reference_sample_logps"] = v["samples"]
