@@ -49,3 +49,42 @@ def chat_server():
 def server(chat_server):
     chat_server.script()
     return chat_server
+
+
+CORPUS = ["Which response answers the prompt better? Response A: Response B: Answer with a single letter, A or B.",
+          "the cat sat on the mat", "a dog ran in the park", "two plus two is four", "Answer: A", "Answer: B"] * 4
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer():
+    from robustpo.tiny import train_tokenizer
+
+    return train_tokenizer(CORPUS, vocab_size=320)
+
+
+@pytest.fixture(scope="session")
+def tiny_lm_dir(tmp_path_factory, tiny_tokenizer):
+    from robustpo.tiny import build_tiny_model
+
+    path = tmp_path_factory.mktemp("lm")
+    build_tiny_model(tiny_tokenizer, "llama", seed=1, hidden_size=32).save_pretrained(path)
+    tiny_tokenizer.save_pretrained(path)
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def tiny_reward_dir(tmp_path_factory, tiny_tokenizer):
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    from robustpo.tiny import tiny_config
+
+    cfg = tiny_config("llama", len(tiny_tokenizer), hidden_size=32, pad_token_id=tiny_tokenizer.pad_token_id,
+                      bos_token_id=tiny_tokenizer.bos_token_id, eos_token_id=tiny_tokenizer.eos_token_id)
+    cfg.num_labels = 1
+    torch.manual_seed(2)
+    model = AutoModelForSequenceClassification.from_config(cfg)
+    path = tmp_path_factory.mktemp("rm")
+    model.save_pretrained(path)
+    tiny_tokenizer.save_pretrained(path)
+    return str(path)
