@@ -88,7 +88,9 @@ class TransformersSampler:
         ids = [self.render(p)[0] for p in prompts]
         enc = self.tokenizer.pad({"input_ids": ids}, return_tensors="pt", padding=True)
         sampling = s.temperature > 0
-        kwargs = dict(do_sample=sampling, num_return_sequences=s.n, max_new_tokens=s.max_new_tokens,
+        # Greedy decoding gives one answer per prompt: decode it once and copy it n times.
+        per_prompt = s.n if sampling else 1
+        kwargs = dict(do_sample=sampling, num_return_sequences=per_prompt, max_new_tokens=s.max_new_tokens,
                       pad_token_id=self.tokenizer.pad_token_id, eos_token_id=self.tokenizer.eos_token_id)
         if sampling:
             kwargs.update(temperature=s.temperature, top_p=s.top_p, top_k=0)
@@ -107,8 +109,9 @@ class TransformersSampler:
                     break
             counts.append(n_tok)
             texts.append(self.tokenizer.decode(row[:n_tok], skip_special_tokens=True))
-        grouped = [texts[i * s.n:(i + 1) * s.n] for i in range(len(prompts))]
-        grouped_counts = [counts[i * s.n:(i + 1) * s.n] for i in range(len(prompts))]
+        k = per_prompt
+        grouped = [texts[i * k:(i + 1) * k] * (s.n // k) for i in range(len(prompts))]
+        grouped_counts = [counts[i * k:(i + 1) * k] * (s.n // k) for i in range(len(prompts))]
         return grouped, grouped_counts
 
 
