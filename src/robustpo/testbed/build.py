@@ -1,0 +1,195 @@
+"""Build (or load from cache) everything the testbed experiments need.
+
+    tb = build(TestbedConfig(seed=0, rhos=(0.2,)))
+    tb.reference_path          # a save_pretrained folder: the reference policy
+    tb.dataset(0.2)            # JSONL of canonical preference rows, 20% longer-preferred
+    tb.validation_path         # unbiased gold-labelled pairs (hyperparameter selection)
+    tb.test_prompts_path       # held-out prompts for `robustpo eval`
+    tb.gold_rewards_spec       # "robustpo.testbed.task:gold_rewards" for --gold
+
+Caching: two stages, each in a folder named by a fingerprint of the settings it depends on
+and of the testbed's own source code. Changing pair settings reuses the reference policy;
+asking for a new ρ only subsamples the cached pool. Every file is written atomically and
+`manifest.json` last, so a killed build leaves no stage that looks complete.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from robustpo.data.io import file_fingerprint, fingerprint, read_records, write_json_atomic, write_jsonl_atomic
+from robustpo.testbed import pairs as pairs_mod
+from robustpo.testbed import task
+
+_SOURCES = [Path(__file__).with_name(n) for n in ("task.py", "reference.py", "pairs.py", "build.py")]
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("ROBUSTPO_CACHE", Path.home() / ".cache" / "robustpo")) / "testbed"
+
+
+@dataclass(frozen=True)
+class TestbedConfig:
+    __test__ = False  # not a pytest test class despite the name
+
+    seed: int = 0
+    # reference policy
+    n_demonstrations: int = 6000
+    reference_steps: int = 800      # ~30-40 s on 2 CPU cores
+    reference_batch_size: int = 64
+    reference_lr: float = 4e-3
+    hidden_size: int = 64
+    num_layers: int = 2
+    num_heads: int = 4
+    # preference data
+    n_train_pairs: int = 512        # size of every ρ dataset
+    rhos: tuple[float, ...] = (0.2,)
+    pool_factor: float = 4.0        # pool prompts = pool_factor * n_train_pairs
+    n_validation_pairs: int = 256
+    n_test_prompts: int = 128
+    deterministic_labels: bool = False
+    max_new_tokens: int = 12        # demonstrations have at most 6 words
+    cache_dir: str | None = field(default=None, compare=False)
+
+    @classmethod
+    def quick(cls, **overrides) -> "TestbedConfig":
+        """A smaller testbed for tests and `--quick` runs (reference in ~10 s)."""
+        base = dict(n_demonstrations=2000, reference_steps=250, n_train_pairs=128,
+                    n_validation_pairs=64, n_test_prompts=64)
+        return cls(**{**base, **overrides})
+
+    def reference_key(self) -> str:
+        keys = ("seed", "n_demonstrations", "reference_steps", "reference_batch_size", "reference_lr",
+                "hidden_size", "num_layers", "num_heads")
+        return fingerprint({k: getattr(self, k) for k in keys}, [file_fingerprint(p) for p in _SOURCES])
+
+    def pairs_key(self) -> str:
+        keys = ("n_train_pairs", "pool_factor", "n_validation_pairs", "n_test_prompts",
+                "deterministic_labels", "max_new_tokens")
+        return fingerprint(self.reference_key(), {k: getattr(self, k) for k in keys})
+
+
+@dataclass
+class Testbed:
+    __test__ = False
+
+    config: TestbedConfig
+    root: Path                  # the pairs stage folder
+    reference_path: Path
+    pool_path: Path             # every gold-labelled pair, unbiased (the source of ρ datasets)
+    validation_path: Path       # unbiased gold-labelled pairs on other prompts
+    test_prompts_path: Path     # rows {"prompt": ...}
+    stats: dict
+    gold_rewards_spec: str = "robustpo.testbed.task:gold_rewards"   # fn(prompts, responses)
+    gold_judge_spec: str = "robustpo.testbed.task:gold_judge"       # fn(prompts, first, second)
+
+    def dataset(self, rho: float, size: int | None = None) -> Path:
+        """Path of the ρ-biased training set (built on first request, then cached)."""
+        size = size or self.config.n_train_pairs
+        path = self.root / f"train_rho{rho:.3f}_n{size}.jsonl"
+        if not path.exists():
+            rng = task.seeded_rng(self.config.seed, f"bias/{rho:.6f}/{size}")
+            write_jsonl_atomic(path, pairs_mod.biased_subsample(read_records(self.pool_path), rho, size, rng))
+        return path
+
+    @property
+    def train_paths(self) -> dict[float, Path]:
+        return {rho: self.dataset(rho) for rho in self.config.rhos}
+
+    def test_prompts(self) -> list[str]:
+        return [r["prompt"] for r in read_records(self.test_prompts_path)]
+
+
+def build(config: TestbedConfig | None = None, *, log: Callable[[str], None] = print) -> Testbed:
+    """Build the testbed stages that are not cached yet; return their paths."""
+    config = config or TestbedConfig()
+    cache = Path(config.cache_dir) if config.cache_dir else default_cache_dir()
+    ref_root = cache / f"reference-{config.reference_key()}"
+    if not (ref_root / "manifest.json").exists():
+        _build_reference(config, ref_root, log)
+    root = ref_root / f"pairs-{config.pairs_key()}"
+    if not (root / "manifest.json").exists():
+        _build_pairs(config, ref_root / "model", root, log)
+    stats = {**json.loads((ref_root / "manifest.json").read_text()), **json.loads((root / "manifest.json").read_text())}
+    tb = Testbed(config, root, ref_root / "model", root / "pool.jsonl", root / "validation.jsonl",
+                 root / "test_prompts.jsonl", stats)
+    for rho in config.rhos:
+        tb.dataset(rho)
+    return tb
+
+
+def _build_reference(config: TestbedConfig, ref_root: Path, log) -> None:
+    import shutil
+
+    from robustpo.testbed.reference import train_reference
+
+    rng = task.seeded_rng(config.seed, "demonstrations")
+    prompts = task.generate_prompts(config.n_demonstrations, rng)
+    demos = [task.demonstration(p, rng) for p in prompts]
+    log(f"testbed: training the reference policy ({config.reference_steps} steps on "
+        f"{len(demos)} demonstrations)")
+    tmp = ref_root / f".model-{os.getpid()}.tmp"
+    stats = train_reference(prompts, demos, tmp, seed=config.seed, steps=config.reference_steps,
+                            batch_size=config.reference_batch_size, lr=config.reference_lr,
+                            hidden_size=config.hidden_size, num_layers=config.num_layers,
+                            num_heads=config.num_heads, log_every=max(1, config.reference_steps // 4))
+    if (ref_root / "model").exists():  # a half-finished earlier build: its manifest is missing
+        shutil.rmtree(ref_root / "model")
+    os.replace(tmp, ref_root / "model")
+    log(f"testbed: reference trained in {stats['seconds']:.1f} s, final SFT loss {stats['final_loss']:.3f}")
+    write_json_atomic(ref_root / "manifest.json", {"reference": stats, "demonstration_gold_reward":
+                      float(np.mean(task.gold_rewards(prompts, demos)))})
+
+
+def _build_pairs(config: TestbedConfig, reference_path: Path, root: Path, log) -> None:
+    from robustpo.eval.sampling import load_causal_lm, sample_responses
+
+    started = time.perf_counter()
+    model, tokenizer = load_causal_lm(reference_path)
+
+    def sample_pairs(stream: str, n_prompts: int) -> tuple[list[str], list[str], list[str]]:
+        prompts = task.generate_prompts(n_prompts, task.seeded_rng(config.seed, stream))
+        samples = sample_responses(model, tokenizer, prompts, n=2, max_new_tokens=config.max_new_tokens,
+                                   seed=config.seed, batch_size=512)
+        return prompts, [s.text for s in samples[0::2]], [s.text for s in samples[1::2]]
+
+    label = dict(deterministic=config.deterministic_labels)
+    pool_prompts, a, b = sample_pairs("pool", int(config.pool_factor * config.n_train_pairs))
+    pool = pairs_mod.label_pairs(pool_prompts, a, b, task.seeded_rng(config.seed, "pool-labels"), **label)
+    val_prompts, va, vb = sample_pairs("validation", int(config.n_validation_pairs * 1.1) + 8)
+    validation = pairs_mod.label_pairs(val_prompts, va, vb, task.seeded_rng(config.seed, "val-labels"), **label)
+    validation = validation[:config.n_validation_pairs]
+    test_prompts = task.generate_prompts(config.n_test_prompts, task.seeded_rng(config.seed, "test"))
+
+    rng = task.seeded_rng(config.seed, "random-baseline")
+    random_gold = task.gold_rewards(pool_prompts, [task.random_response(rng) for _ in pool_prompts])
+    samples_gold = task.gold_rewards(pool_prompts + pool_prompts, a + b)
+    stats = {
+        "pool_pairs": len(pool),
+        "pool_longer_preferred_rate": pairs_mod.longer_preferred_rate(pool),
+        "reference_gold_reward": float(np.mean(samples_gold)),
+        "reference_length": float(np.mean([len(t.split()) for t in a + b])),
+        "random_gold_reward": float(np.mean(random_gold)),
+        "length_gold_correlation": float(np.corrcoef([len(t.split()) for t in a + b], samples_gold)[0, 1]),
+        "pairs_seconds": time.perf_counter() - started,
+        "config": {k: v for k, v in asdict(config).items() if k != "cache_dir"},
+    }
+    write_jsonl_atomic(root / "pool.jsonl", pool)
+    write_jsonl_atomic(root / "validation.jsonl", validation)
+    write_jsonl_atomic(root / "test_prompts.jsonl", [{"prompt": p} for p in test_prompts])
+    write_json_atomic(root / "manifest.json", stats)
+    log(f"testbed: {len(pool)} gold-labelled pairs (longer preferred in "
+        f"{stats['pool_longer_preferred_rate']:.0%} of unequal-length pairs), reference gold reward "
+        f"{stats['reference_gold_reward']:.2f} vs random {stats['random_gold_reward']:.2f}, "
+        f"in {stats['pairs_seconds']:.1f} s")
+
+
+def with_overrides(config: TestbedConfig, **overrides) -> TestbedConfig:
+    return replace(config, **{k: v for k, v in overrides.items() if v is not None})

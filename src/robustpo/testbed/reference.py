@@ -1,0 +1,99 @@
+"""The testbed's reference policy: a tiny Llama trained from scratch on demonstrations.
+
+A word-level tokenizer (one word = one token, so lengths are exact and the vocabulary is a
+few dozen ids) and a plain-PyTorch SFT loop, small enough to finish in well under a minute
+on two CPU cores. The result is saved with `save_pretrained` (model + tokenizer), so the
+training loop and `robustpo eval` load it by path like any other model.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+import torch
+
+from robustpo.eval.sampling import encode_prompt, encode_response
+from robustpo.testbed.task import FILLERS, ITEMS, TEMPLATE_WORDS
+from robustpo.tiny import SPECIAL_TOKENS, tiny_config
+
+
+def build_tokenizer():
+    """Word-level tokenizer over the task's words; splits words from punctuation."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {w: i for i, w in enumerate([*SPECIAL_TOKENS, *TEMPLATE_WORDS, *ITEMS, *FILLERS])}
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    # \w+|[^\w\s]+: "summary:apple" and "summary: apple" tokenise alike, so prompt/response
+    # concatenation with or without a space gives the same ids.
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", bos_token="<s>",
+                                   eos_token="</s>", unk_token="<unk>")
+
+
+def _batches(examples: list[tuple[list[int], list[int]]], batch_size: int, pad_id: int,
+             generator: torch.Generator):
+    """Endless shuffled batches of (input_ids, labels, attention_mask), right padded."""
+    while True:
+        order = torch.randperm(len(examples), generator=generator).tolist()
+        for start in range(0, len(order) - batch_size + 1, batch_size):
+            rows = [examples[i] for i in order[start:start + batch_size]]
+            width = max(len(p) + len(r) for p, r in rows)
+            ids = torch.full((len(rows), width), pad_id)
+            labels = torch.full((len(rows), width), -100)
+            for b, (p, r) in enumerate(rows):
+                ids[b, :len(p) + len(r)] = torch.tensor(p + r)
+                labels[b, len(p):len(p) + len(r)] = torch.tensor(r)
+            yield ids, labels, (ids != pad_id) | (labels != -100)
+
+
+def train_reference(prompts: list[str], demonstrations: list[str], out_dir: str | Path, *,
+                    seed: int = 0, steps: int = 600, batch_size: int = 64, lr: float = 3e-3,
+                    hidden_size: int = 64, num_layers: int = 2, num_heads: int = 4,
+                    log_every: int = 0) -> dict:
+    """SFT a tiny Llama on (prompt, demonstration) pairs; save model + tokenizer to `out_dir`.
+
+    Loss on response tokens only (EOS included, so the policy learns when to stop);
+    AdamW with linear warm-up and cosine decay. Returns a few training statistics.
+    """
+    from transformers import AutoModelForCausalLM
+
+    tokenizer = build_tokenizer()
+    config = tiny_config("llama", len(tokenizer), hidden_size=hidden_size, num_layers=num_layers,
+                         num_heads=num_heads, max_positions=64, pad_token_id=tokenizer.pad_token_id,
+                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = AutoModelForCausalLM.from_config(config)
+    examples = [(encode_prompt(tokenizer, p), encode_response(tokenizer, d))
+                for p, d in zip(prompts, demonstrations, strict=True)]
+    generator = torch.Generator().manual_seed(seed)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01, betas=(0.9, 0.98))
+    warmup = max(1, steps // 20)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(
+        (s + 1) / warmup, 0.5 * (1 + math.cos(math.pi * min(1.0, s / steps)))))
+    model.train()
+    started, losses = time.perf_counter(), []
+    for step, (ids, labels, attention) in zip(range(steps), _batches(examples, batch_size, tokenizer.pad_token_id, generator)):
+        loss = model(input_ids=ids, attention_mask=attention.long(), labels=labels).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        schedule.step()
+        optimizer.zero_grad(set_to_none=True)
+        losses.append(loss.item())
+        if log_every and (step + 1) % log_every == 0:
+            print(f"  reference SFT step {step + 1}/{steps}  loss {sum(losses[-log_every:]) / log_every:.3f}",
+                  flush=True)
+    model.eval()
+    # The model's saved generation config should not impose top-k etc. on other samplers.
+    model.generation_config.do_sample = True
+    model.generation_config.top_k = 0
+    out_dir = Path(out_dir)
+    model.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    tail = losses[-max(1, len(losses) // 10):]
+    return {"steps": steps, "final_loss": sum(tail) / len(tail), "seconds": time.perf_counter() - started,
+            "parameters": sum(p.numel() for p in model.parameters())}
