@@ -4,7 +4,8 @@ rank (iterative pairwise ranking, Chen et al., arXiv 2411.05875): each input row
 `robustpo generate` (`prompt`, `completions`) is ranked by a pairwise judge (or scored by
 a reward model, the pointwise baseline), and the selected pairs are written as canonical
 rows `{prompt, chosen, rejected, meta}` that `robustpo train` reads directly. Identical
-completions are ranked once (an identical chosen and rejected is not a preference).
+completions are ranked once (an identical chosen and rejected is not a preference), and
+empty or blank completions are not ranked (`meta.n_unique` counts those that were).
 `meta` holds the ranking (input completion indices, best first, when the strategy gives a
 full one), best, worst, the chosen/rejected indices, the number of distinct comparisons
 and of judge calls, and how often the two orders disagreed.
@@ -52,9 +53,12 @@ def _progress(total: int, initial: int, desc: str, enabled: bool):
 
 
 def _unique(completions: list[str]) -> list[int]:
+    """Indices of the distinct non-empty completions (first occurrence). Empty or blank
+    completions are left out: the data contract rejects an empty response in a pair."""
     seen: dict[str, int] = {}
     for i, c in enumerate(completions):
-        seen.setdefault(c, i)
+        if c.strip():
+            seen.setdefault(c, i)
     return list(seen.values())
 
 
