@@ -4,7 +4,7 @@ import importlib.util
 
 import pytest
 
-from conftest import HERE, PROMPT_TEXTS, read_jsonl, run_cli, write_jsonl
+from genhelpers import HERE, PROMPT_TEXTS, read_jsonl, run_cli, write_jsonl
 
 
 @pytest.mark.skipif(importlib.util.find_spec("robustpo.train.commands") is None,

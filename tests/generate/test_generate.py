@@ -2,7 +2,7 @@
 
 import pytest
 
-from conftest import PROMPT_TEXTS, read_jsonl, run_cli, write_jsonl
+from genhelpers import PROMPT_TEXTS, read_jsonl, run_cli, write_jsonl
 from robustpo.errors import ConfigError, DataError
 from robustpo.generate.sampling import SamplingSettings, TransformersSampler, generate_file
 

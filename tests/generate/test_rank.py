@@ -10,7 +10,7 @@ import time
 import pytest
 import torch
 
-from conftest import HERE, cli_command, read_jsonl, run_cli, write_jsonl
+from genhelpers import HERE, cli_command, read_jsonl, run_cli, write_jsonl
 from robustpo.generate.rank import rank_file
 from robustpo.judges.reward import FamilyJudge
 
