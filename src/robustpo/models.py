@@ -95,11 +95,14 @@ def transformers_model(model):
     return model.get_base_model() if is_peft(model) else model
 
 
-def save_final(model, tokenizer, out_dir: Path) -> None:
-    """Save a model that plain `transformers.from_pretrained` loads (LoRA merged; adapter kept beside)."""
+def save_final(model, tokenizer, out_dir: Path):
+    """Save a model that plain `transformers.from_pretrained` loads (LoRA merged; adapter kept beside).
+
+    Returns the model as saved (merged, for LoRA)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     if is_peft(model):
         model.save_pretrained(out_dir / "adapter")
         model = model.merge_and_unload()
     model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
+    return model

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -88,8 +89,15 @@ def _prepare_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
             shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
 
 
-def train_preference(cfg: RunConfig, *, resume: bool = False, overwrite: bool = False) -> Path:
-    """Run a preference training job; returns the folder of the final model."""
+@dataclass
+class TrainResult:
+    final_dir: Path
+    model: object        # the trained `transformers` model (LoRA merged), as saved
+    steps: int
+
+
+def train_preference(cfg: RunConfig, *, resume: bool = False, overwrite: bool = False) -> TrainResult:
+    """Run a preference training job: the final model is saved under OUTPUT_DIR/final."""
     from accelerate import Accelerator
     from accelerate.utils import set_seed
 
@@ -197,24 +205,27 @@ def train_preference(cfg: RunConfig, *, resume: bool = False, overwrite: bool = 
                      collate_fn=collate, step_fn=step_fn, cfg=tc, run_dir=run_dir, total_steps=total,
                      resume=resume, on_log=on_log)
     accelerator.end_training()
-    return save_run(accelerator, model, tokenizer, run_dir, {
+    final, lm = save_run(accelerator, model, tokenizer, run_dir, {
         "data": {**report.__dict__, "formats": dict(report.formats)}, "truncation": stats.as_dict(),
         "steps": state.step, "loss": cfg.loss.name, "collapse_warning": collapse["warned"]})
+    return TrainResult(final, lm, state.step)
 
 
-def save_run(accelerator, model, tokenizer, run_dir: Path, summary: dict) -> Path:
-    """Write the final model (plain `transformers` folder) and a summary, atomically."""
+def save_run(accelerator, model, tokenizer, run_dir: Path, summary: dict):
+    """Write the final model (plain `transformers` folder) and a summary, atomically.
+
+    Returns (folder, the saved `transformers` model)."""
     from robustpo.data.io import atomic_dir, write_json_atomic
     from robustpo.models import save_final
 
     accelerator.wait_for_everyone()
     final = run_dir / "final"
+    lm = accelerator.unwrap_model(model).lm
     if accelerator.is_main_process:
-        lm = accelerator.unwrap_model(model).lm
         with atomic_dir(final) as tmp:
-            save_final(lm, tokenizer, tmp)
+            lm = save_final(lm, tokenizer, tmp)
             (tmp / "robustpo_config.yaml").write_text((run_dir / "config.yaml").read_text())
         write_json_atomic(run_dir / "train_summary.json", summary)
         accelerator.print(f"saved {final}")
     accelerator.wait_for_everyone()
-    return final
+    return final, lm
