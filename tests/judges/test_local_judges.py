@@ -110,8 +110,10 @@ def test_lm_judge_reads_label_probabilities(tiny_lm_dir):
     got = judge.compare(prompts, a, b)
     tok = AutoTokenizer.from_pretrained(tiny_lm_dir)
     model = AutoModelForCausalLM.from_pretrained(tiny_lm_dir).eval()
-    ids_a = {tok("A", add_special_tokens=False).input_ids[0], tok(" A", add_special_tokens=False).input_ids[0]}
-    ids_b = {tok("B", add_special_tokens=False).input_ids[0], tok(" B", add_special_tokens=False).input_ids[0]}
+    # This tokenizer has single tokens for "A", " A", "B" and " B" (its corpus has "Answer: A").
+    ids_a = {tok(x, add_special_tokens=False).input_ids[0] for x in ("A", " A")}
+    ids_b = {tok(x, add_special_tokens=False).input_ids[0] for x in ("B", " B")}
+    assert len(ids_a) == len(ids_b) == 2 and all(len(tok(x).input_ids) == 1 for x in ("A", " A", "B", " B"))
     expected = []
     for p, x, y in zip(prompts, a, b):
         text = (f"Which response answers the prompt better?\n\nPrompt:\n{p}\n\nResponse A:\n{x}\n\n"

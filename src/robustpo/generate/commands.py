@@ -40,9 +40,23 @@ def _add_judge_args(p: argparse.ArgumentParser) -> None:
                    help="judge each pair in one order only (default: both orders, averaged)")
     p.add_argument("--judge-log", help="append-only record of every comparison (default OUT.judgments.jsonl)")
     p.add_argument("--overwrite", action="store_true", help="start again instead of resuming")
+    p.add_argument("--resume", action="store_true",
+                   help="continue an earlier run in OUT (the default whenever OUT exists; accepted for symmetry)")
     p.add_argument("--no-progress", action="store_true")
     p.epilog = JUDGE_SPEC_HELP
     p.formatter_class = argparse.RawDescriptionHelpFormatter
+
+
+def _log_path(args) -> str:
+    """The comparison log: --judge-log, else OUT.judgments.jsonl (cleared by --overwrite)."""
+    from pathlib import Path
+
+    if args.judge_log:
+        return args.judge_log
+    path = args.out + ".judgments.jsonl"
+    if args.overwrite:
+        Path(path).unlink(missing_ok=True)
+    return path
 
 
 def _judge_from_args(args):
@@ -81,7 +95,7 @@ def cmd_rank(args) -> int:
     judge = _judge_from_args(args)
     summary = rank_file(args.input, args.out, judge, strategy=args.strategy, selection=args.pairs,
                         both_orders=not args.single_order, chunk=args.chunk,
-                        log_path=args.judge_log or args.out + ".judgments.jsonl", overwrite=args.overwrite,
+                        log_path=_log_path(args), overwrite=args.overwrite,
                         progress=not args.no_progress)
     _report(summary, args, "rank")
     return 0
@@ -92,7 +106,7 @@ def cmd_label(args) -> int:
 
     judge = _judge_from_args(args)
     summary = label_file(args.input, args.out, judge, both_orders=not args.single_order, ties=args.ties,
-                         chunk=args.chunk, log_path=args.judge_log or args.out + ".judgments.jsonl",
+                         chunk=args.chunk, log_path=_log_path(args),
                          overwrite=args.overwrite, progress=not args.no_progress)
     _report(summary, args, "label")
     return 0
@@ -105,7 +119,8 @@ def register(subparsers) -> None:
     g.add_argument("--prompts", required=True, help="rows with 'prompt' (string or chat messages)")
     g.add_argument("--out", required=True, help="output JSONL: {prompt, completions, meta} per prompt")
     g.add_argument("--n", type=int, default=4, help="completions per prompt (default 4)")
-    g.add_argument("--temperature", type=float, default=1.0, help="0 = greedy (default 1.0)")
+    g.add_argument("--temperature", type=float, default=1.0,
+                   help="0 = greedy: one decode per prompt, copied n times (default 1.0)")
     g.add_argument("--top-p", type=float, default=1.0)
     g.add_argument("--max-new-tokens", type=int, default=128)
     g.add_argument("--seed", type=int, default=0)
@@ -113,6 +128,8 @@ def register(subparsers) -> None:
     g.add_argument("--backend", default="transformers", choices=["transformers", "vllm"])
     g.add_argument("--device", default="cpu")
     g.add_argument("--overwrite", action="store_true", help="start again instead of resuming")
+    g.add_argument("--resume", action="store_true",
+                   help="continue an earlier run in OUT (the default whenever OUT exists; accepted for symmetry)")
     g.add_argument("--no-progress", action="store_true")
     g.set_defaults(func=cmd_generate)
 

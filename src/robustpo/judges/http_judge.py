@@ -183,8 +183,10 @@ class HTTPJudge:
             detail = e.read()[:200].decode("utf-8", "replace") if e.fp else ""
             if e.code in RETRIABLE_STATUS:
                 raise _Retriable(f"HTTP {e.code} {detail}".strip()) from None
+            hint = " (if the server does not support logprobs, pass the option logprobs=false)" \
+                if e.code == 400 and "logprobs" in body else ""
             raise JudgeError(f"judge endpoint {self.endpoint} refused the request: HTTP {e.code} {detail}".strip()
-                             ) from None
+                             + hint) from None
         except (urllib.error.URLError, TimeoutError, ConnectionError, http.client.HTTPException, OSError) as e:
             reason = getattr(e, "reason", e)
             raise _Retriable(f"{type(reason).__name__}: {reason}") from None

@@ -6,8 +6,8 @@ model's next-token distribution instead of sampled text:
 
     P(first better) = p(A) / (p(A) + p(B))
 
-where p(label) sums the probability of the label's first token with and without a
-leading space (tokenizers split " A" and "A" differently). Reading probabilities gives a
+where p(label) sums the probabilities of "A" and " A" where each is a single token
+(tokenizers split " A" and "A" differently). Reading probabilities gives a
 graded verdict, never an unparseable one. This is the local counterpart of the
 logprobs path of the HTTP judge.
 """
@@ -64,11 +64,15 @@ class LMJudge:
         self.name = f"lm:{path}#{fingerprint(template, labels, self.use_chat)[:8]}"
 
     def _label_token_ids(self, label: str) -> list[int]:
+        """Token ids that spell the label as the next token: "A" and " A" where each is a
+        single token (a split " A" starts with a bare space, shared by every label)."""
         ids = set()
         for variant in (label, " " + label):
             toks = self.tokenizer(variant, add_special_tokens=False).input_ids
-            if toks:
+            if len(toks) == 1:
                 ids.add(toks[0])
+        if not ids:  # a multi-token label: its first token stands for it
+            ids.add(self.tokenizer(label, add_special_tokens=False).input_ids[0])
         return sorted(ids)
 
     def render(self, prompt, first, second) -> str:
