@@ -17,6 +17,8 @@ COMMAND_MODULES = [
     "robustpo.train.commands",      # train
     "robustpo.data.commands",       # validate
     "robustpo.generate.commands",   # generate, rank, label
+    "robustpo.eval.commands",       # eval, report
+    "robustpo.testbed.commands",    # testbed
 ]
 
 

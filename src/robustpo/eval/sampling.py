@@ -48,8 +48,10 @@ def load_causal_lm(path: str | Path, *, device: str = "cpu", dtype: torch.dtype 
 
 
 def encode_prompt(tokenizer, prompt) -> list[int]:
-    if isinstance(prompt, list):  # chat messages
-        return list(tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=True))
+    """Prompt ids as the training data path makes them (robustpo.data.tokenize)."""
+    if isinstance(prompt, list):  # chat messages: the template brings its own special tokens
+        text = tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=False)
+        return tokenizer(text, add_special_tokens=False)["input_ids"]
     return tokenizer(prompt)["input_ids"]
 
 

@@ -24,10 +24,10 @@ from robustpo.testbed.task import score_response, sigmoid
 def label_pair(prompt: str, a: str, b: str, rng: np.random.Generator, *, deterministic: bool = False) -> dict | None:
     """A canonical preference row for (a, b), or None when the pair cannot be a row.
 
-    None for identical responses (a row needs two different texts) and, with
-    deterministic labels, for gold ties.
+    None for identical or empty responses (training data validation rejects both: a row
+    needs two different, non-empty texts) and, with deterministic labels, for gold ties.
     """
-    if a == b:
+    if a == b or not a.strip() or not b.strip():
         return None
     score_a, score_b = score_response(prompt, a), score_response(prompt, b)
     p_a = sigmoid(score_a.reward - score_b.reward)

@@ -1,0 +1,116 @@
+"""`robustpo eval` and `robustpo report`."""
+
+from __future__ import annotations
+
+import argparse
+
+GOLD_ALIASES = {"testbed": "robustpo.testbed.task:gold_rewards"}
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "eval", help="win rate, gold reward, length and KL of policies against their reference",
+        description="Sample each policy and the reference on held-out prompts; report the win rate against the "
+                    "reference (gold reward function and/or a pairwise judge in both orders, 95%% percentile "
+                    "bootstrap interval over prompts), mean gold reward, mean length, KL(pi||pi_ref) from the "
+                    "policy's own samples with its standard error, and on training pairs the mean log-ratios "
+                    "of chosen and rejected responses. Writes eval.json, eval.md and PNG plots to --out.")
+    p.add_argument("--policy", action="append", required=True, metavar="[NAME=]PATH",
+                   help="policy model folder or training run folder (uses RUN_DIR/final); repeatable")
+    p.add_argument("--reference", required=True, metavar="PATH", help="reference model folder")
+    p.add_argument("--prompts", required=True, metavar="FILE", help="held-out prompts: rows with a 'prompt' field")
+    p.add_argument("--gold", metavar="MODULE:FN",
+                   help="gold reward fn(prompts, responses) -> rewards; 'testbed' = robustpo.testbed.task:gold_rewards")
+    p.add_argument("--judge", metavar="SPEC", help="pairwise judge spec (see `robustpo rank --help`), both orders")
+    p.add_argument("--train-pairs", metavar="FILE", help="training pairs for the Δ(w), Δ(l) collapse diagnostic")
+    p.add_argument("--out", required=True, metavar="DIR")
+    p.add_argument("--max-prompts", type=int, help="use the first N prompts")
+    p.add_argument("--samples-per-prompt", type=int, default=1)
+    p.add_argument("--max-new-tokens", type=int, default=64)
+    p.add_argument("--temperature", type=float, default=1.0,
+                   help="1.0 (default) keeps the KL estimate unbiased; 0 = greedy")
+    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--max-train-pairs", type=int, default=256)
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(func=run_eval)
+
+    r = subparsers.add_parser("report", help="training curves of finished runs side by side",
+                              description="Draw margins, logratio/chosen and implicit-reward curves from each "
+                                          "RUN_DIR/metrics.jsonl into one PNG, and a markdown report.")
+    r.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    r.add_argument("--out", default="report", metavar="DIR", help="output folder (default: ./report)")
+    r.set_defaults(func=run_report)
+
+
+def _named_paths(specs: list[str]) -> dict[str, str]:
+    from pathlib import Path
+
+    from robustpo.errors import ConfigError
+
+    out: dict[str, str] = {}
+    for spec in specs:
+        name, sep, path = spec.partition("=")
+        if not sep:
+            p = Path(spec)
+            name, path = (p.parent.name if p.name == "final" else p.name) or spec, spec
+        if name in out:
+            raise ConfigError(f"two policies are named '{name}'; name them with NAME=PATH")
+        out[name] = path
+    return out
+
+
+def _read_prompts(path: str, limit: int | None) -> list:
+    from robustpo.data.io import read_records
+    from robustpo.errors import DataError
+
+    rows = read_records(path)
+    prompts = []
+    for i, row in enumerate(rows[:limit] if limit else rows):
+        if "prompt" not in row or not isinstance(row["prompt"], (str, list)):
+            raise DataError("missing or non-text 'prompt'", file=path, row=i, field="prompt")
+        prompts.append(row["prompt"])
+    if not prompts:
+        raise DataError("no prompts", file=path)
+    return prompts
+
+
+def run_eval(args) -> int:
+    from robustpo.data.io import read_records
+    from robustpo.eval.evaluate import EvalSettings, evaluate_policies
+    from robustpo.eval.report import markdown_table, write_eval_outputs
+
+    gold_fn = judge = None
+    if args.gold:
+        from robustpo.judges.function import import_object
+
+        gold_fn = import_object(GOLD_ALIASES.get(args.gold, args.gold))
+    if args.judge:
+        from robustpo.judges import load_judge
+
+        judge = load_judge(args.judge)
+    settings = EvalSettings(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p,
+                            samples_per_prompt=args.samples_per_prompt, seed=args.seed,
+                            batch_size=args.batch_size, max_train_pairs=args.max_train_pairs, device=args.device)
+    result = evaluate_policies(
+        _named_paths(args.policy), args.reference, _read_prompts(args.prompts, args.max_prompts),
+        gold_fn=gold_fn, judge=judge, settings=settings,
+        train_pairs=read_records(args.train_pairs) if args.train_pairs else None)
+    paths = write_eval_outputs(result, args.out)
+    print(markdown_table(result))
+    print(f"wrote {', '.join(str(p) for p in paths.values())}")
+    return 0
+
+
+def run_report(args) -> int:
+    from pathlib import Path
+
+    from robustpo.errors import DataError
+    from robustpo.eval.report import write_report
+
+    for d in args.run_dirs:
+        if not (Path(d) / "metrics.jsonl").exists():
+            raise DataError("no metrics.jsonl in this run folder (has the run logged a step yet?)", file=d)
+    print(f"wrote {write_report(args.run_dirs, args.out)}")
+    return 0

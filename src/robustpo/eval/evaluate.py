@@ -1,0 +1,170 @@
+"""Evaluate policies against their reference on held-out prompts.
+
+For each policy π (and once for the reference π_ref), on the same prompts:
+- win rate of π's samples over π_ref's samples, by a gold reward function (1 / ½ / 0 per
+  pair: higher reward / tie / lower) and/or by a pairwise judge (its probability, judged in
+  both orders to cancel position bias), averaged per prompt, 95% percentile-bootstrap
+  interval over prompts;
+- mean gold reward and mean response length (response tokens, EOS excluded);
+- KL(π‖π_ref) ≈ mean over π's own samples of log π(y|x) − log π_ref(y|x) (unbiased when
+  sampling is plain: temperature 1, top_p 1), with its standard error over prompts;
+- on the training pairs, mean Δ(w) and Δ(l), Δ(y) = log π(y|x) − log π_ref(y|x): the
+  collapse diagnostic (Δ(w) < 0 means the preferred responses lost likelihood).
+
+Policy and reference samples use different seeds, so a policy identical to its reference
+is compared on independent samples and its win rate scatters around ½ within the interval.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from robustpo.eval import metrics
+from robustpo.eval.sampling import (Sample, check_same_vocabulary, encode_prompt, load_causal_lm,
+                                    sample_responses, score_logps)
+
+GoldFn = Callable[[list, list[str]], Sequence[float]]  # (prompts, responses) -> rewards
+
+
+@dataclass
+class EvalSettings:
+    max_new_tokens: int = 64
+    temperature: float = 1.0
+    top_p: float = 1.0
+    samples_per_prompt: int = 1
+    seed: int = 0
+    batch_size: int = 64
+    max_train_pairs: int = 256     # rows of the training pairs used for Δ(w), Δ(l)
+    bootstrap_resamples: int = 2000
+    device: str = "cpu"
+
+
+def resolve_model_path(path: str | Path) -> Path:
+    """A training run folder stands for its final model (RUN_DIR/final)."""
+    path = Path(path)
+    return path / "final" if (path / "final" / "config.json").exists() else path
+
+
+@dataclass
+class _Drawn:
+    samples: list[Sample]
+    prompt_ids: list[list[int]]
+    self_logps: np.ndarray   # log π(y|x) of each sample under the model that drew it
+
+
+def _draw(model, tokenizer, prompts: list, settings: EvalSettings, seed: int) -> _Drawn:
+    samples = sample_responses(model, tokenizer, prompts, n=settings.samples_per_prompt,
+                               max_new_tokens=settings.max_new_tokens, temperature=settings.temperature,
+                               top_p=settings.top_p, seed=seed, batch_size=settings.batch_size)
+    encoded = [encode_prompt(tokenizer, p) for p in prompts]
+    prompt_ids = [encoded[s.prompt_index] for s in samples]
+    logps = score_logps(model, prompt_ids, [s.token_ids for s in samples],
+                        pad_token_id=tokenizer.pad_token_id, batch_size=settings.batch_size).numpy()
+    return _Drawn(samples, prompt_ids, logps)
+
+
+def _lengths(drawn: _Drawn) -> np.ndarray:
+    return np.array([len(s.token_ids) - s.ended for s in drawn.samples], float)
+
+
+def _train_pair_logratios(policy, reference, tokenizer, rows: list[dict], settings: EvalSettings) -> dict:
+    """Mean Δ(w), Δ(l) on training rows, tokenised exactly as `robustpo train` does."""
+    from robustpo.data.tokenize import tokenize_pairs
+
+    rows = [{**r, "index": i} for i, r in enumerate(rows[:settings.max_train_pairs])]
+    items, _ = tokenize_pairs(rows, tokenizer, max_length=1 << 30, max_prompt_length=(1 << 30) - 1)
+    prompts = [it["prompt_ids"] for it in items] * 2
+    responses = [it["chosen_ids"] for it in items] + [it["rejected_ids"] for it in items]
+    kw = dict(pad_token_id=tokenizer.pad_token_id, batch_size=settings.batch_size)
+    delta = (score_logps(policy, prompts, responses, **kw) - score_logps(reference, prompts, responses, **kw)).numpy()
+    n = len(items)
+    chosen, rejected = metrics.mean_se(delta[:n]), metrics.mean_se(delta[n:])
+    return {"n_pairs": n, "logratio_chosen": chosen[0], "logratio_chosen_se": chosen[1],
+            "logratio_rejected": rejected[0], "logratio_rejected_se": rejected[1],
+            "implicit_accuracy": float(np.mean(delta[:n] > delta[n:]))}
+
+
+def evaluate_policies(policies: dict[str, str | Path], reference_path: str | Path, prompts: list, *,
+                      gold_fn: GoldFn | None = None, judge=None, train_pairs: dict[str, list[dict]] | list[dict] | None = None,
+                      settings: EvalSettings | None = None, log: Callable[[str], None] = print) -> dict:
+    """Evaluate each named policy against `reference_path` on `prompts`.
+
+    `gold_fn(prompts, responses) -> rewards` (e.g. robustpo.testbed.task:gold_rewards) and/or
+    `judge` (any object with `.compare(prompts, first, second) -> P(first better)`): at least
+    one. `train_pairs`: canonical rows (one list for every policy, or one per policy name).
+    Returns {"settings", "reference": {...}, "policies": {name: {...}}}; the headline
+    `win_rate` of a policy is the gold one when `gold_fn` is given, else the judge's.
+    """
+    if gold_fn is None and judge is None:
+        from robustpo.errors import ConfigError
+
+        raise ConfigError("evaluation needs a gold reward function or a judge to compute win rates")
+    settings = settings or EvalSettings()
+    summarize = lambda v, idx: metrics.summarize(v, idx, seed=settings.seed, n_resamples=settings.bootstrap_resamples)  # noqa: E731
+
+    reference, tokenizer = load_causal_lm(resolve_model_path(reference_path), device=settings.device)
+    started = time.perf_counter()
+    ref = _draw(reference, tokenizer, prompts, settings, seed=settings.seed + 1_000_003)
+    index = np.array([s.prompt_index for s in ref.samples])
+    item_prompts = [prompts[i] for i in index]
+    ref_texts = [s.text for s in ref.samples]
+    ref_gold = np.asarray(gold_fn(item_prompts, ref_texts), float) if gold_fn else None
+    result = {
+        "settings": {**asdict(settings), "n_prompts": len(prompts),
+                     "win_rate_interval": "95% percentile bootstrap over prompts"},
+        "reference": {"path": str(reference_path), "length": float(_lengths(ref).mean()),
+                      "ended_rate": float(np.mean([s.ended for s in ref.samples])),
+                      **({"gold_reward": float(ref_gold.mean()),
+                          "gold_reward_se": summarize(ref_gold, index)["se"]} if gold_fn else {})},
+        "policies": {},
+    }
+    log(f"eval: reference sampled in {time.perf_counter() - started:.1f} s")
+
+    for name, path in policies.items():
+        started = time.perf_counter()
+        policy, policy_tokenizer = load_causal_lm(resolve_model_path(path), device=settings.device)
+        check_same_vocabulary(policy_tokenizer, tokenizer)
+        pol = _draw(policy, tokenizer, prompts, settings, seed=settings.seed)
+        texts = [s.text for s in pol.samples]
+        ref_logps = score_logps(reference, pol.prompt_ids, [s.token_ids for s in pol.samples],
+                                pad_token_id=tokenizer.pad_token_id, batch_size=settings.batch_size).numpy()
+        kl = summarize(pol.self_logps - ref_logps, index)
+        out = {"path": str(path), "length": float(_lengths(pol).mean()),
+               "ended_rate": float(np.mean([s.ended for s in pol.samples])),
+               "kl": kl["mean"], "kl_se": kl["se"], "kl_ci": [kl["mean"] - 1.96 * kl["se"], kl["mean"] + 1.96 * kl["se"]]}
+        if gold_fn:
+            gold = np.asarray(gold_fn(item_prompts, texts), float)
+            wins = summarize(metrics.paired_wins(gold, ref_gold), index)
+            reward = summarize(gold, index)
+            out.update(gold_reward=reward["mean"], gold_reward_se=reward["se"],
+                       gold_win_rate=wins["mean"], gold_win_rate_ci=wins["ci"])
+        if judge is not None:
+            from robustpo.judges import judge_both_orders
+
+            verdicts = judge_both_orders(judge, item_prompts, texts, ref_texts)
+            wins = summarize(verdicts.probs, index)
+            out.update(judge=getattr(judge, "name", type(judge).__name__), judge_win_rate=wins["mean"],
+                       judge_win_rate_ci=wins["ci"], judge_disagreement_rate=verdicts.disagreement_rate)
+        source = "gold" if gold_fn else "judge"
+        out.update(win_rate=out[f"{source}_win_rate"], win_rate_ci=out[f"{source}_win_rate_ci"], win_rate_by=source)
+        rows = train_pairs.get(name) if isinstance(train_pairs, dict) else train_pairs
+        if rows:
+            out["train_pairs"] = _train_pair_logratios(policy, reference, tokenizer, rows, settings)
+            out["logratio_chosen"] = out["train_pairs"]["logratio_chosen"]
+        out["seconds"] = time.perf_counter() - started
+        result["policies"][name] = out
+        log(f"eval: {name}: win rate {out['win_rate']:.3f} [{out['win_rate_ci'][0]:.3f}, {out['win_rate_ci'][1]:.3f}]"
+            f" ({source}), KL {out['kl']:.3f} ± {out['kl_se']:.3f}, length {out['length']:.1f}"
+            f" in {out['seconds']:.1f} s")
+    return result
+
+
+def evaluate_policy(policy_path: str | Path, reference_path: str | Path, prompts: list, **kwargs) -> dict:
+    """One policy: the policy's entry of `evaluate_policies`, with the reference's under "reference"."""
+    result = evaluate_policies({"policy": policy_path}, reference_path, prompts, **kwargs)
+    return {**result["policies"]["policy"], "reference": result["reference"], "settings": result["settings"]}

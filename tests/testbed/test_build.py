@@ -1,0 +1,87 @@
+"""The built testbed: the reference policy learns the task; datasets are valid, biased as asked, cached."""
+
+import json
+
+import numpy as np
+import pytest
+
+from robustpo.data.io import read_records
+from robustpo.testbed import TestbedConfig, build, task
+from robustpo.testbed.pairs import longer_preferred_rate
+
+
+def _reference_vs_random(tb, n_prompts=256):
+    from robustpo.eval.sampling import load_causal_lm, sample_responses
+
+    model, tok = load_causal_lm(tb.reference_path)
+    prompts = task.generate_prompts(n_prompts, task.seeded_rng(123, "learns"))
+    samples = sample_responses(model, tok, prompts, max_new_tokens=tb.config.max_new_tokens, seed=5)
+    reference = np.array(task.gold_rewards(prompts, [s.text for s in samples]))
+    rng = task.seeded_rng(123, "random")
+    random = np.array(task.gold_rewards(prompts, [task.random_response(rng) for _ in prompts]))
+    return reference, random
+
+
+def test_quick_reference_policy_learns_the_task(quick_testbed):
+    """Measured (seed 0, 250 SFT steps): reference ≈ 0.4, random responses ≈ −1.15 gold
+    reward, a margin of ≈ 1.5. We require the margin to exceed 1.0 and 5 standard errors."""
+    reference, random = _reference_vs_random(quick_testbed)
+    margin = reference.mean() - random.mean()
+    se = np.sqrt(reference.var(ddof=1) / len(reference) + random.var(ddof=1) / len(random))
+    assert margin > 1.0 and margin > 5 * se, (reference.mean(), random.mean())
+
+
+@pytest.mark.slow
+def test_full_reference_policy_learns_the_task(tmp_path):
+    """The default testbed (800 SFT steps, ~35 s). Measured: reference ≈ 1.6, random ≈ −1.15
+    gold reward (margin ≈ 2.7), demonstrations ≈ 1.8. Required: margin > 2.0."""
+    tb = build(TestbedConfig(cache_dir=str(tmp_path)), log=lambda _: None)
+    reference, random = _reference_vs_random(tb)
+    assert reference.mean() - random.mean() > 2.0
+    # The samples differ in length and quality.
+    assert tb.stats["reference_length"] > 2.0 and reference.std() > 1.0
+
+
+def test_datasets_are_valid_training_data_biased_as_asked(quick_testbed):
+    from robustpo.data.schema import load_preferences
+
+    tb = quick_testbed
+    for rho, path in tb.train_paths.items():
+        rows, report = load_preferences(str(path), strict=True)  # strict: identical pairs are errors
+        assert len(rows) == tb.config.n_train_pairs
+        assert abs(longer_preferred_rate(read_records(path)) - rho) <= 1 / (2 * len(rows))
+    validation = read_records(tb.validation_path)
+    assert len(validation) == tb.config.n_validation_pairs
+    load_preferences(str(tb.validation_path), strict=True)
+    test_prompts = tb.test_prompts()
+    assert len(test_prompts) == tb.config.n_test_prompts
+    # Held out: no test prompt appears in the training pool or the validation set.
+    seen = {r["prompt"] for r in read_records(tb.pool_path)} | {r["prompt"] for r in validation}
+    assert not seen & set(test_prompts)
+    # Pool labels are sampled from the gold model: pairs whose chosen response is the worse one exist.
+    pool = read_records(tb.pool_path)
+    assert any(r["meta"]["gold_chosen"] < r["meta"]["gold_rejected"] for r in pool)
+
+
+def test_rebuild_is_cached_and_a_new_rho_reuses_the_pool(quick_testbed, tmp_path):
+    tb = quick_testbed
+    messages = []
+    again = build(TestbedConfig.quick(cache_dir=tb.config.cache_dir, rhos=(0.5,)), log=messages.append)
+    assert messages == []  # nothing trained or sampled again
+    assert again.reference_path == tb.reference_path and again.pool_path == tb.pool_path
+    assert abs(longer_preferred_rate(read_records(again.dataset(0.5))) - 0.5) <= 1 / 256
+    # Another seed is another testbed.
+    assert TestbedConfig.quick(seed=1).reference_key() != TestbedConfig.quick().reference_key()
+    assert TestbedConfig.quick(n_train_pairs=64).reference_key() == TestbedConfig.quick().reference_key()
+    manifest = json.loads((tb.root / "manifest.json").read_text())
+    assert manifest["pool_pairs"] == len(read_records(tb.pool_path))
+
+
+def test_gold_judge_plugs_into_the_judges_function_backend(quick_testbed):
+    from robustpo.judges import judge_both_orders, load_judge
+
+    judge = load_judge(f"function:{quick_testbed.gold_judge_spec}")
+    prompt = "document: the apple of river stone a summary:"
+    verdict = judge_both_orders(judge, [prompt], ["apple river stone"], ["tiger"])
+    assert verdict.probs[0] == pytest.approx(task.gold_judge([prompt], ["apple river stone"], ["tiger"])[0])
+    assert verdict.disagreement_rate == 0.0
