@@ -70,7 +70,8 @@ def _judge_from_args(args):
 
 
 def _report(summary, args, what: str) -> None:
-    d = {k: getattr(summary, k) for k in summary.__dataclass_fields__}
+    skip = {"swapped", "ties"} if what == "rank" else {"no_pair"}
+    d = {k: getattr(summary, k) for k in summary.__dataclass_fields__ if k not in skip}
     d["disagreement_rate"] = round(summary.disagreement_rate, 4)
     print(f"{what}: " + json.dumps(d), file=sys.stderr)
 

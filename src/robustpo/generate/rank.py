@@ -190,7 +190,10 @@ def label_file(in_path: str, out_path: str, judge, *, both_orders: bool = True, 
                         for a, b in (("chosen_rewards", "rejected_rewards"),):
                             if a in row and b in row:
                                 new[a], new[b] = row[b], row[a]
-                    new["meta"] = dict(row.get("meta") or {}, source_row=u, label={
+                    old_meta = dict(row.get("meta") or {})
+                    if "source_row" in old_meta:  # e.g. rank's: keep it, source_row now means this input
+                        old_meta["previous_source_row"] = old_meta["source_row"]
+                    new["meta"] = dict(old_meta, source_row=u, label={
                         "judge": judge.name, "prob_chosen_better": 1.0 - p if swapped else p,
                         "swapped": swapped, "tie": tie, "orders_disagree": d})
                     out = [] if tie and ties == "drop" else [new]

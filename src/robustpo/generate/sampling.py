@@ -93,6 +93,7 @@ class TransformersSampler:
         kwargs = dict(do_sample=sampling, num_return_sequences=per_prompt, max_new_tokens=s.max_new_tokens,
                       pad_token_id=self.tokenizer.pad_token_id, eos_token_id=self.tokenizer.eos_token_id)
         if sampling:
+            # top_k=0: a model's generation_config often carries top_k=50; only top-p truncates here.
             kwargs.update(temperature=s.temperature, top_p=s.top_p, top_k=0)
         torch.manual_seed(seed)
         with torch.no_grad():
@@ -147,6 +148,12 @@ def load_sampler(model: str, backend: str = "transformers", **options):
     raise ConfigError(f"unknown backend '{backend}' (choose from {', '.join(BACKENDS)})")
 
 
+def _differences(old: dict, new: dict) -> str:
+    flat = lambda d: {**{k: v for k, v in d.items() if k != "settings"}, **(d.get("settings") or {})}  # noqa: E731
+    a, b = flat(old), flat(new)
+    return ", ".join(f"{k}: {a.get(k)!r} then, {b.get(k)!r} now" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k))
+
+
 def batch_seed(seed: int, first_index: int) -> int:
     return (seed * 1_000_003 + first_index) % (2**63)
 
@@ -169,8 +176,8 @@ def generate_file(prompts_path: str, out_path: str, sampler, settings: SamplingS
             meta = row.get("meta") or {}
             got = {"model": meta.get("model"), "backend": meta.get("backend"), "settings": meta.get("settings")}
             if got != key:
-                raise ConfigError(f"{out_path} row {j + 1} was generated with {got}, not {key}; "
-                                  "use another --out, or --overwrite to start again")
+                raise ConfigError(f"{out_path} row {j + 1} was generated with other settings "
+                                  f"({_differences(got, key)}); use another --out, or --overwrite to start again")
             i = meta.get("index")
             if not isinstance(i, int) or i >= len(prompts) or meta.get("prompt_hash") != text_hash(prompts[i]):
                 raise ConfigError(f"{out_path} row {j + 1} does not match prompt {i} of {prompts_path}: "
