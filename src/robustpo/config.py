@@ -201,7 +201,9 @@ def parse_overrides(args: list[str]) -> list[tuple[str, Any]]:
     return out
 
 
-def load_config(path: str | Path | None, overrides: list[str] | None = None) -> RunConfig:
+def load_config(path: str | Path | None, overrides: list[str] | None = None, cls=None):
+    """Read a YAML recipe into `cls` (default RunConfig), applying `--a.b=value` overrides."""
+    cls = cls or RunConfig
     data: dict = {}
     if path is not None:
         try:
@@ -215,7 +217,7 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
     for key, value in parse_overrides(overrides or []):
         _set_path(data, key, value)
     try:
-        return from_dict(RunConfig, data)
+        return from_dict(cls, data)
     except ConfigError as e:
         raise ConfigError(f"{path}: {e}" if path else str(e)) from None
 
@@ -223,7 +225,9 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
 def to_dict(cfg) -> dict:
     """Resolved config, as saved beside the model. Loss params are flattened back."""
     d = dataclasses.asdict(cfg)
-    d["loss"] = {"name": cfg.loss.name, **cfg.loss.params}
-    d["regularizers"] = [{"name": r.name, **r.params} for r in cfg.regularizers]
-    d["train"]["adam_betas"] = list(cfg.train.adam_betas)
+    if isinstance(cfg, RunConfig):
+        d["loss"] = {"name": cfg.loss.name, **cfg.loss.params}
+        d["regularizers"] = [{"name": r.name, **r.params} for r in cfg.regularizers]
+    if "train" in d:
+        d["train"]["adam_betas"] = list(cfg.train.adam_betas)
     return d
