@@ -167,3 +167,26 @@ def test_bad_pairs_and_changed_settings_are_clear_errors(tmp_path, capsys):
     assert "different settings" in capsys.readouterr().err
     assert run_cli(["rank", "--judge", LONGER, "--in", s, "--out", out, "--strategy", "insertion",
                     "--overwrite", "--no-progress"]) == 0
+
+
+def test_resumable_output_drops_rows_of_an_unfinished_unit_and_torn_lines(tmp_path):
+    from robustpo.generate.resume import ResumableOutput
+
+    out = tmp_path / "pairs.jsonl"
+    with ResumableOutput(out, {"a": 1}) as res:
+        res.finish(0, [{"x": 0, "meta": {"source_row": 0}}], {})
+        res.finish(1, [{"x": 1, "meta": {"source_row": 1}}, {"x": 2, "meta": {"source_row": 1}}], {})
+    # A kill after unit 2's first row, before its state line, in the middle of its second row:
+    with open(out, "a") as f:
+        f.write('{"x": 3, "meta": {"source_row": 2}}\n{"x": 4, "me')
+    with open(str(out) + ".state.jsonl", "a") as f:
+        f.write('{"unit": 2, "sett')
+    with ResumableOutput(out, {"a": 1}) as res:
+        assert sorted(res.done) == [0, 1] and res.rows_resumed == 3
+    assert [r["x"] for r in read_jsonl(out)] == [0, 1, 2]
+    # A file this command did not write is never silently rewritten.
+    foreign = write_jsonl(tmp_path / "foreign.jsonl", [{"prompt": "p", "chosen": "a", "rejected": "b"}])
+    from robustpo.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="not written by this command"):
+        ResumableOutput(foreign, {"a": 1})
