@@ -5,12 +5,12 @@ prints the port. The judged "truth" is simple and independent of the judge code:
 longer of the two responses shown is better. Behaviour per request is scripted over HTTP:
 
     POST /control {"queue": [actions...], "default": action, "delay": seconds}
-    GET  /stats   -> {"requests": n, "log": [{"t": time, "action": a}, ...]}
+    GET  /stats   -> {"requests": n, "max_in_flight": most "slow" requests at once, "log": [{"t": time, "action": a}, ...]}
 
 Actions: ok (text reply "A"/"B"), logprobs (reply + top_logprobs with P(better)=0.8),
 always_a (replies "A" whatever the texts: position bias), garbage (no verdict in the
-text), 400, 500, 503 (HTTP errors), bad_json (200 with a non-JSON body), timeout (sleeps
-`delay` before answering), close (drops the connection without a reply).
+text), 400, 500, 503 (HTTP errors), bad_json (200 with a non-JSON body), timeout and slow
+(sleep `delay`, then answer like ok), close (drops the connection without a reply).
 """
 
 import json
@@ -22,7 +22,7 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-STATE = {"queue": [], "default": "ok", "delay": 3.0, "requests": 0, "log": []}
+STATE = {"queue": [], "default": "ok", "delay": 3.0, "requests": 0, "log": [], "in_flight": 0, "max_in_flight": 0}
 LOCK = threading.Lock()
 PATTERN = re.compile(r"\[Response A\]\n(.*?)\n\n\[Response B\]\n(.*?)\n\nWhich", re.S)
 
@@ -48,25 +48,38 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_GET(self):
         with LOCK:
-            self._send(200, {"requests": STATE["requests"], "log": STATE["log"]})
+            self._send(200, {"requests": STATE["requests"], "log": STATE["log"],
+                             "max_in_flight": STATE["max_in_flight"]})
 
     def do_POST(self):
         body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
         if self.path == "/control":
             with LOCK:
                 STATE.update(queue=list(body.get("queue", [])), default=body.get("default", "ok"),
-                             delay=body.get("delay", 3.0), requests=0, log=[])
+                             delay=body.get("delay", 3.0), requests=0, log=[], max_in_flight=0)
             return self._send(200, {"ok": True})
         with LOCK:
             action = STATE["queue"].pop(0) if STATE["queue"] else STATE["default"]
             STATE["requests"] += 1
             STATE["log"].append({"t": time.time(), "action": action})
             delay = STATE["delay"]
+            # Only "slow" requests count: a timed-out request of an earlier test may still sleep here.
+            if action == "slow":
+                STATE["in_flight"] += 1
+                STATE["max_in_flight"] = max(STATE["max_in_flight"], STATE["in_flight"])
+        try:
+            self._answer(action, delay, body)
+        finally:
+            if action == "slow":
+                with LOCK:
+                    STATE["in_flight"] -= 1
+
+    def _answer(self, action, delay, body):
         if action == "close":
             self.close_connection = True
             self.connection.shutdown(socket.SHUT_RDWR)
             return
-        if action == "timeout":
+        if action in ("timeout", "slow"):
             time.sleep(delay)
             action = "ok"
         if action in ("400", "500", "503"):

@@ -74,6 +74,16 @@ def test_timeouts_and_dropped_connections_are_retried(server):
     assert [e["action"] for e in server.stats()["log"]] == ["timeout", "close", "ok"]
 
 
+def test_concurrency_limit(server):
+    server.script(default="slow", delay=0.15)
+    judge = make(server, concurrency=3)
+    t0 = time.perf_counter()
+    assert judge.compare(PROMPTS * 3, FIRST * 3, SECOND * 3) == TRUTH * 3
+    elapsed = time.perf_counter() - t0
+    assert server.stats()["max_in_flight"] == 3  # parallel, but never more than the limit
+    assert elapsed >= 0.15 * 12 / 3               # 12 requests, 3 at a time, 0.15 s each
+
+
 def test_client_errors_are_not_retried(server):
     server.script(default="400")
     with pytest.raises(JudgeError, match="HTTP 400"):
