@@ -78,10 +78,16 @@ def test_concurrency_limit(server):
     server.script(default="slow", delay=0.15)
     judge = make(server, concurrency=3)
     t0 = time.perf_counter()
-    assert judge.compare(PROMPTS * 3, FIRST * 3, SECOND * 3) == TRUTH * 3
+    prompts = [f"{p}-{k}" for k in range(3) for p in PROMPTS]  # 12 distinct comparisons
+    assert judge.compare(prompts, FIRST * 3, SECOND * 3) == TRUTH * 3
     elapsed = time.perf_counter() - t0
+    assert server.requests == 12
     assert server.stats()["max_in_flight"] == 3  # parallel, but never more than the limit
     assert elapsed >= 0.15 * 12 / 3               # 12 requests, 3 at a time, 0.15 s each
+    # Identical comparisons inside one batch are asked once.
+    server.script()
+    assert make(server).compare(PROMPTS * 3, FIRST * 3, SECOND * 3) == TRUTH * 3
+    assert server.requests == 4
 
 
 def test_client_errors_are_not_retried(server):
