@@ -9,7 +9,7 @@ longer of the two responses shown is better. Behaviour per request is scripted o
 
 Actions: ok (text reply "A"/"B"), logprobs (reply + top_logprobs with P(better)=0.8),
 always_a (replies "A" whatever the texts: position bias), garbage (no verdict in the
-text), 400, 500, 503 (HTTP errors), bad_json (200 with a non-JSON body), timeout and slow
+text), 400, 500, 503 (HTTP errors), 429 (with Retry-After: `delay`), bad_json (200 with a non-JSON body), timeout and slow
 (sleep `delay`, then answer like ok), close (drops the connection without a reply).
 """
 
@@ -82,6 +82,14 @@ class Handler(BaseHTTPRequestHandler):
         if action in ("timeout", "slow"):
             time.sleep(delay)
             action = "ok"
+        if action == "429":  # rate limited, with a Retry-After of `delay` seconds
+            data = json.dumps({"error": {"message": "slow down"}}).encode()
+            self.send_response(429)
+            self.send_header("Retry-After", str(delay))
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+            return
         if action in ("400", "500", "503"):
             return self._send(int(action), {"error": {"message": f"scripted {action}"}})
         if action == "bad_json":

@@ -65,6 +65,14 @@ def test_server_errors_are_retried_with_exponential_backoff(server):
     assert gaps[0] >= 0.1 and gaps[1] >= 0.2 and gaps[2] >= 0.4
 
 
+def test_rate_limits_wait_at_least_retry_after(server):
+    server.script(queue=["429"], delay=0.3)
+    judge = make(server, backoff=0.01, concurrency=1)
+    assert judge.compare(["q"], ["longer"], ["s"]) == [1.0]
+    log = server.stats()["log"]
+    assert [e["action"] for e in log] == ["429", "ok"] and log[1]["t"] - log[0]["t"] >= 0.3
+
+
 def test_timeouts_and_dropped_connections_are_retried(server):
     server.script(queue=["timeout", "close"], delay=2.0)
     judge = make(server, timeout=0.3, concurrency=1)

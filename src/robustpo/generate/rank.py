@@ -75,6 +75,7 @@ def rank_file(in_path: str, out_path: str, judge, *, strategy: str = "tournament
               both_orders: bool = True, chunk: int = 16, log_path: str | None = None, overwrite: bool = False,
               progress: bool = True) -> Summary:
     check_strategy(strategy, selection)
+    chunk = max(1, int(chunk))
     if strategy == "pointwise" and not hasattr(judge, "score"):
         raise JudgeError(f"the pointwise strategy scores each completion; judge '{judge.name}' has no score() "
                          "(use a reward:PATH judge)")
@@ -89,7 +90,7 @@ def rank_file(in_path: str, out_path: str, judge, *, strategy: str = "tournament
             summary.resumed = len(res.done)
             todo = [i for i in range(len(rows)) if i not in res.done]
             bar = _progress(len(rows), len(res.done), "rank", progress)
-            for start in range(0, len(todo), max(1, chunk)):
+            for start in range(0, len(todo), chunk):
                 _rank_chunk(todo[start:start + chunk], rows, judge, strategy, selection, both_orders, log, res,
                             summary)
                 bar.update(len(todo[start:start + chunk]))
@@ -167,6 +168,7 @@ def label_file(in_path: str, out_path: str, judge, *, both_orders: bool = True, 
 
     if ties not in ("keep", "drop"):
         raise ConfigError(f"ties must be 'keep' or 'drop', got '{ties}'")
+    chunk = max(1, int(chunk))
     rows = read_pairs(in_path)
     settings = {"command": "label", "judge": judge.name, "both_orders": both_orders, "ties": ties}
     summary = Summary()
@@ -177,7 +179,7 @@ def label_file(in_path: str, out_path: str, judge, *, both_orders: bool = True, 
             summary.resumed = len(res.done)
             todo = [i for i in range(len(rows)) if i not in res.done]
             bar = _progress(len(rows), len(res.done), "label", progress)
-            for start in range(0, len(todo), max(1, chunk)):
+            for start in range(0, len(todo), chunk):
                 units = todo[start:start + chunk]
                 both = judge_both_orders(judge, [rows[u]["prompt"] for u in units],
                                          [rows[u]["chosen"] for u in units], [rows[u]["rejected"] for u in units],

@@ -5,7 +5,8 @@ Reliability, because judging thousands of pairs over a network is where jobs die
 - at most `concurrency` requests in flight (a thread pool);
 - every request has a timeout; HTTP 408/429/5xx, timeouts, refused or dropped
   connections and non-JSON bodies are retried with exponential backoff
-  (`backoff · 2^attempt`, capped at `backoff_max`) up to `retries` times; other 4xx
+  (`backoff · 2^attempt` capped at `backoff_max`, but never shorter than a numeric
+  Retry-After header) up to `retries` times; other 4xx
   (bad request, auth) are not retried, since repeating them cannot help;
 - replies whose verdict cannot be read are asked again up to `parse_retries` times, then
   counted as a tie (0.5) and recorded as unparsed: a verdict is never guessed;
@@ -28,7 +29,6 @@ import math
 import os
 import re
 import threading
-import time
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
@@ -52,7 +52,17 @@ class JudgeUnavailable(JudgeError):
 
 
 class _Retriable(Exception):
-    pass
+    def __init__(self, message: str, retry_after: float | None = None):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+def _retry_after(headers) -> float | None:
+    """Seconds from a Retry-After header (429/503), when given as a number."""
+    try:
+        return max(0.0, float(headers.get("Retry-After"))) if headers is not None else None
+    except (TypeError, ValueError):
+        return None
 
 
 class _Aborted(Exception):
@@ -182,7 +192,7 @@ class HTTPJudge:
         except urllib.error.HTTPError as e:
             detail = e.read()[:200].decode("utf-8", "replace") if e.fp else ""
             if e.code in RETRIABLE_STATUS:
-                raise _Retriable(f"HTTP {e.code} {detail}".strip()) from None
+                raise _Retriable(f"HTTP {e.code} {detail}".strip(), _retry_after(e.headers)) from None
             hint = " (if the server does not support logprobs, pass the option logprobs=false)" \
                 if e.code == 400 and "logprobs" in body else ""
             raise JudgeError(f"judge endpoint {self.endpoint} refused the request: HTTP {e.code} {detail}".strip()
@@ -215,7 +225,11 @@ class HTTPJudge:
                 if failures > self.retries:
                     raise JudgeUnavailable(f"judge endpoint {self.endpoint} failed {failures} times in a row "
                                            f"(last: {last_error})") from None
-                time.sleep(min(self.backoff_max, self.backoff * 2 ** (failures - 1)))
+                wait = min(self.backoff_max, self.backoff * 2 ** (failures - 1))
+                if e.retry_after is not None:  # the server said how long: never come back sooner
+                    wait = max(wait, e.retry_after)
+                # wait() instead of sleep(): wakes at once when another comparison failed for good.
+                stop.wait(wait)
                 continue
             reply = ((choice.get("message") or {}).get("content")) or ""
             prob = verdict_from_logprobs(choice, self.labels) if self.logprobs else None

@@ -88,6 +88,8 @@ class LMJudge:
         out: list[Verdict] = []
         tok = self.tokenizer
         old_side, tok.padding_side = tok.padding_side, "left"  # last position = next token for every row
+        # Over-long inputs lose their beginning, never the question and "Answer:" at the end.
+        old_trunc, tok.truncation_side = tok.truncation_side, "left"
         try:
             for start in range(0, len(texts), self.batch_size):
                 enc = tok(texts[start:start + self.batch_size], return_tensors="pt", padding=True,
@@ -105,7 +107,7 @@ class LMJudge:
                 for pa, pb, p in zip(lp_a.tolist(), lp_b.tolist(), probs.tolist()):
                     out.append(Verdict(p, raw={"logp_" + self.labels[0]: pa, "logp_" + self.labels[1]: pb}))
         finally:
-            tok.padding_side = old_side
+            tok.padding_side, tok.truncation_side = old_side, old_trunc
         return out
 
     def compare(self, prompts: list, first: list, second: list) -> list[float]:
