@@ -85,3 +85,32 @@ def test_gold_judge_plugs_into_the_judges_function_backend(quick_testbed):
     verdict = judge_both_orders(judge, [prompt], ["apple river stone"], ["tiger"])
     assert verdict.probs[0] == pytest.approx(task.gold_judge([prompt], ["apple river stone"], ["tiger"])[0])
     assert verdict.disagreement_rate == 0.0
+
+
+def test_extra_reference_samples_reuse_the_reference_and_pass_validation(quick_testbed):
+    from robustpo.data.schema import load_preferences
+
+    messages = []
+    config = TestbedConfig.quick(cache_dir=quick_testbed.config.cache_dir, rhos=(0.2,), n_reference_samples=2)
+    tb = build(config, log=messages.append)
+    assert tb.reference_path == quick_testbed.reference_path  # same reference, new pairs stage
+    assert not any("training the reference" in m for m in messages)
+    rows, report = load_preferences(str(tb.dataset(0.2)), strict=True)
+    assert report.has_reference_samples
+    assert all(len(r["reference_samples"]) == 2 and all(s.strip() for s in r["reference_samples"]) for r in rows)
+
+
+def test_demo_api_evaluates_policies_on_the_testbed(quick_testbed):
+    """What `robustpo demo` calls: tb.evaluate(...) then results_summary(...), with the
+    schema issue 5 gives for results.json."""
+    from robustpo.eval import results_summary
+
+    tb = quick_testbed
+    result = tb.evaluate({"same": tb.reference_path}, rho=0.2, log=lambda _: None)
+    summary = results_summary(result, rho=0.2, seed=tb.config.seed)
+    method = summary["methods"]["same"]
+    assert set(method) == {"win_rate", "win_rate_ci", "gold_reward", "length", "kl", "logratio_chosen"}
+    assert method["win_rate_ci"][0] <= method["win_rate"] <= method["win_rate_ci"][1]
+    assert method["logratio_chosen"] == pytest.approx(0.0, abs=1e-5) and method["kl"] == pytest.approx(0.0, abs=1e-5)
+    assert set(summary["reference"]) == {"gold_reward", "length"} and summary["rho"] == 0.2
+    assert result["settings"]["max_new_tokens"] == tb.config.max_new_tokens

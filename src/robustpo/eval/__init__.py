@@ -7,8 +7,8 @@ KL(π‖π_ref), the Δ(w)/Δ(l) collapse diagnostic, and reports with plots.
 """
 
 from robustpo.eval.evaluate import EvalSettings, evaluate_policies, evaluate_policy
-from robustpo.eval.report import (markdown_table, plot_training_curves, plot_win_rates, read_metrics,
+from robustpo.eval.report import (markdown_table, plot_training_curves, plot_win_rates, read_metrics, results_summary,
                                   write_eval_outputs, write_report)
 
 __all__ = ["EvalSettings", "evaluate_policies", "evaluate_policy", "markdown_table", "plot_training_curves",
-           "plot_win_rates", "read_metrics", "write_eval_outputs", "write_report"]
+           "plot_win_rates", "read_metrics", "results_summary", "write_eval_outputs", "write_report"]

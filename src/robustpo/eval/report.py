@@ -80,6 +80,16 @@ def markdown_table(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def results_summary(result: dict, **header) -> dict:
+    """The compact per-method summary (the demo's results.json): `header` (e.g. rho, seed)
+    + {"methods": {name: win_rate, win_rate_ci, gold_reward, length, kl, logratio_chosen},
+    "reference": {gold_reward, length}}. Keys not measured are None."""
+    keys = ("win_rate", "win_rate_ci", "gold_reward", "length", "kl", "logratio_chosen")
+    return {**header,
+            "methods": {name: {k: p.get(k) for k in keys} for name, p in result["policies"].items()},
+            "reference": {k: result["reference"].get(k) for k in ("gold_reward", "length")}}
+
+
 def plot_win_rates(result: dict, path: Path) -> Path:
     plt = _pyplot()
     names = list(result["policies"])

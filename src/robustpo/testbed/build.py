@@ -42,7 +42,7 @@ class TestbedConfig:
     seed: int = 0
     # reference policy
     n_demonstrations: int = 6000
-    reference_steps: int = 800      # ~30-40 s on 2 CPU cores
+    reference_steps: int = 700      # ~35 s on 2 busy CPU cores
     reference_batch_size: int = 64
     reference_lr: float = 4e-3
     hidden_size: int = 64
@@ -56,6 +56,7 @@ class TestbedConfig:
     n_test_prompts: int = 128
     deterministic_labels: bool = False
     max_new_tokens: int = 12        # demonstrations have at most 6 words
+    n_reference_samples: int = 0    # extra reference samples per row (`reference_samples` column)
     cache_dir: str | None = field(default=None, compare=False)
 
     @classmethod
@@ -72,7 +73,7 @@ class TestbedConfig:
 
     def pairs_key(self) -> str:
         keys = ("n_train_pairs", "pool_factor", "n_validation_pairs", "n_test_prompts",
-                "deterministic_labels", "max_new_tokens")
+                "deterministic_labels", "max_new_tokens", "n_reference_samples")
         return fingerprint(self.reference_key(), {k: getattr(self, k) for k in keys})
 
 
@@ -105,6 +106,23 @@ class Testbed:
 
     def test_prompts(self) -> list[str]:
         return [r["prompt"] for r in read_records(self.test_prompts_path)]
+
+    def evaluate(self, policies: dict[str, str | Path], *, rho: float | None = None,
+                 train_pairs: dict[str, list[dict]] | list[dict] | None = None,
+                 log: Callable[[str], None] = print, **settings) -> dict:
+        """`robustpo.eval.evaluate_policies` on the held-out test prompts with the gold reward.
+
+        `rho`: take the Δ(w), Δ(l) diagnostic on that ρ dataset (or pass `train_pairs`).
+        `settings`: EvalSettings fields; max_new_tokens and seed default to the testbed's.
+        """
+        from robustpo.eval.evaluate import EvalSettings, evaluate_policies
+
+        settings.setdefault("max_new_tokens", self.config.max_new_tokens)
+        settings.setdefault("seed", self.config.seed)
+        if train_pairs is None and rho is not None:
+            train_pairs = read_records(self.dataset(rho))
+        return evaluate_policies(policies, self.reference_path, self.test_prompts(), gold_fn=task.gold_rewards,
+                                 train_pairs=train_pairs, settings=EvalSettings(**settings), log=log)
 
 
 def build(config: TestbedConfig | None = None, *, log: Callable[[str], None] = print) -> Testbed:
@@ -154,18 +172,34 @@ def _build_pairs(config: TestbedConfig, reference_path: Path, root: Path, log) -
     started = time.perf_counter()
     model, tokenizer = load_causal_lm(reference_path)
 
-    def sample_pairs(stream: str, n_prompts: int) -> tuple[list[str], list[str], list[str]]:
-        prompts = task.generate_prompts(n_prompts, task.seeded_rng(config.seed, stream))
-        samples = sample_responses(model, tokenizer, prompts, n=2, max_new_tokens=config.max_new_tokens,
-                                   seed=config.seed, batch_size=512)
-        return prompts, [s.text for s in samples[0::2]], [s.text for s in samples[1::2]]
+    extra = config.n_reference_samples + 2 if config.n_reference_samples else 0  # spares for empty samples
 
-    label = dict(deterministic=config.deterministic_labels)
-    pool_prompts, a, b = sample_pairs("pool", int(config.pool_factor * config.n_train_pairs))
-    pool = pairs_mod.label_pairs(pool_prompts, a, b, task.seeded_rng(config.seed, "pool-labels"), **label)
-    val_prompts, va, vb = sample_pairs("validation", int(config.n_validation_pairs * 1.1) + 8)
-    validation = pairs_mod.label_pairs(val_prompts, va, vb, task.seeded_rng(config.seed, "val-labels"), **label)
-    validation = validation[:config.n_validation_pairs]
+    def sample_pairs(stream: str, n_prompts: int) -> tuple[list[str], list[str], list[str], list[list[str]]]:
+        prompts = task.generate_prompts(n_prompts, task.seeded_rng(config.seed, stream))
+        per = 2 + extra
+        texts = [s.text for s in sample_responses(model, tokenizer, prompts, n=per, max_new_tokens=config.max_new_tokens,
+                                                  seed=config.seed, batch_size=512)]
+        extras = [[t for t in texts[i * per + 2:(i + 1) * per] if t.strip()] for i in range(n_prompts)]
+        return prompts, texts[0::per], texts[1::per], extras
+
+    def labelled(prompts, a, b, extras, stream) -> list[dict]:
+        rng = task.seeded_rng(config.seed, stream)
+        rows = []
+        for p, x, y, more in zip(prompts, a, b, extras):
+            row = pairs_mod.label_pair(p, x, y, rng, deterministic=config.deterministic_labels)
+            if row is None or len(more) < config.n_reference_samples:
+                continue
+            if config.n_reference_samples:
+                # Fresh reference samples of the prompt: with them the training loop estimates
+                # KL(π_ref‖π_θ) without trusting the (biased-by-selection) pair responses.
+                row["reference_samples"] = more[:config.n_reference_samples]
+            rows.append(row)
+        return rows
+
+    pool_prompts, a, b, pool_extra = sample_pairs("pool", int(config.pool_factor * config.n_train_pairs))
+    pool = labelled(pool_prompts, a, b, pool_extra, "pool-labels")
+    val_prompts, va, vb, val_extra = sample_pairs("validation", int(config.n_validation_pairs * 1.1) + 8)
+    validation = labelled(val_prompts, va, vb, val_extra, "val-labels")[:config.n_validation_pairs]
     test_prompts = task.generate_prompts(config.n_test_prompts, task.seeded_rng(config.seed, "test"))
 
     rng = task.seeded_rng(config.seed, "random-baseline")

@@ -13,6 +13,7 @@ def register(subparsers) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--train-pairs", type=int, help="pairs per ρ dataset")
     p.add_argument("--deterministic-labels", action="store_true", help="argmax gold labels instead of one sampled annotation")
+    p.add_argument("--reference-samples", type=int, help="extra reference samples per row (for the KL term of p_dpo/e_dpo)")
     p.add_argument("--quick", action="store_true", help="a smaller, faster testbed (for trying things out)")
     p.add_argument("--cache-dir", help="default: $ROBUSTPO_CACHE/testbed or ~/.cache/robustpo/testbed")
     p.set_defaults(func=run)
@@ -26,7 +27,8 @@ def run(args) -> int:
     base = TestbedConfig.quick() if args.quick else TestbedConfig()
     config = with_overrides(base, seed=args.seed, n_train_pairs=args.train_pairs, cache_dir=args.cache_dir,
                             rhos=tuple(args.rho) if args.rho else None,
-                            deterministic_labels=args.deterministic_labels or None)
+                            deterministic_labels=args.deterministic_labels or None,
+                            n_reference_samples=args.reference_samples)
     tb = build(config)
     print(json.dumps({
         "reference": str(tb.reference_path),
