@@ -123,3 +123,23 @@ def test_resume_with_other_settings_is_refused(tiny_policy_dir, prompts_file, tm
     with pytest.raises(ConfigError, match="--overwrite"):
         generate_file(str(prompts_file), str(out), sampler,
                       SamplingSettings(n=3, max_new_tokens=6, batch_size=2, seed=8), model_name=tiny_policy_dir)
+
+
+def test_a_half_written_batch_is_completed_without_rewriting_its_finished_rows(tiny_policy_dir, prompts_file,
+                                                                              tmp_path, monkeypatch):
+    """Batches are [0,1], [2,3], [4,5]; keep rows 0-4, as if killed between rows 4 and 5."""
+    full = tmp_path / "full.jsonl"
+    assert run_cli(gen_args(tiny_policy_dir, prompts_file, full)) == 0
+    out = tmp_path / "partial.jsonl"
+    out.write_text("".join(full.read_text().splitlines(keepends=True)[:5]))
+    sampled = []
+    original = TransformersSampler.sample
+
+    def counting(self, prompts, s, seed):
+        sampled.append(list(prompts))
+        return original(self, prompts, s, seed)
+
+    monkeypatch.setattr(TransformersSampler, "sample", counting)
+    assert run_cli(gen_args(tiny_policy_dir, prompts_file, out)) == 0
+    assert sampled == [[PROMPT_TEXTS[3], PROMPT_TEXTS[4]]]  # the last batch only (the birds prompt is row 2)
+    assert out.read_text() == full.read_text()

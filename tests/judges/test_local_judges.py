@@ -130,3 +130,11 @@ def test_lm_judge_reads_label_probabilities(tiny_lm_dir):
 def test_a_judge_returning_the_wrong_number_of_verdicts_is_an_error():
     with pytest.raises(JudgeError, match="returned 1 verdicts for 2"):
         judge_both_orders(FunctionJudge(lambda p, a, b: [1.0], "short"), ["p"], ["a"], ["b"])
+
+
+def test_lm_judge_wraps_its_prompt_in_the_chat_template_when_it_has_one(tiny_lm_dir):
+    judge = load_judge(f"lm:{tiny_lm_dir}")  # chat=auto, and robustpo.tiny tokenizers carry a template
+    text = judge.render("the cat", "sat", "ran")
+    assert text.startswith("<|user|>Which response answers the prompt better?") and text.endswith("<|assistant|>")
+    with pytest.raises(ConfigError, match="must contain"):
+        load_judge(f"lm:{tiny_lm_dir}", template="no placeholders")
