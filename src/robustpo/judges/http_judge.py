@@ -14,7 +14,8 @@ Reliability, because judging thousands of pairs over a network is where jobs die
   judge (model, template, labels, system prompt, sampling settings) and the three texts,
   so no comparison is paid for twice, and a run that stops on a dead server keeps
   everything judged before it stopped. The URL is not part of the key: the same model
-  moved to another host gives the same verdicts.
+  moved to another host gives the same verdicts. Unparsed ties are cached too, so that
+  reruns agree; delete the cache file to ask again.
 
 Verdict reading: from logprobs when the server returns them (the first label token's
 top_logprobs, P(A) / (P(A) + P(B)), used when both labels are among them), else from the
@@ -277,14 +278,20 @@ class HTTPJudge:
                 return
             self.cache.put(key, v.prob, v.raw, v.parsed)  # saved the moment it is known
 
-        with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
-            for key, i in todo.items():
-                pool.submit(work, key, i)
+        pool = ThreadPoolExecutor(max_workers=self.concurrency)
+        try:
+            for future in [pool.submit(work, key, i) for key, i in todo.items()]:
+                future.result()
+        except BaseException:  # Ctrl-C: stop retrying, drop queued work, keep what is cached
+            stop.set()
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+        pool.shutdown(wait=True)
         if errors:
             done = sum(1 for k in todo if self.cache.get(k) is not None)
             cls = type(errors[0]) if isinstance(errors[0], JudgeError) else JudgeError
             raise cls(f"{errors[0]}; {done} of {len(todo)} new comparisons in this batch were judged "
-                                  f"and {len(self.cache)} verdicts are cached: rerun to continue from there")
+                      f"and {len(self.cache)} verdicts are cached: rerun to continue from there")
 
     def compare(self, prompts: list, first: list, second: list) -> list[float]:
         return [v.prob for v in self.compare_detailed(prompts, first, second)]
