@@ -139,21 +139,23 @@ def test_killed_rank_run_resumes_without_repeating_finished_prompts(tmp_path, mo
 def test_label_swaps_when_the_judge_prefers_the_rejected(tmp_path):
     pairs = [{"prompt": "p", "chosen": "long answer", "rejected": "short"},
              {"prompt": "q", "chosen": "s", "rejected": "longer", "meta": {"origin": "x"}},
-             {"prompt": "r", "chosen": "same", "rejected": "four"}]
+             {"prompt": "r", "chosen": "same", "rejected": "four"},
+             {"chosen": "\n\nHuman: hi\n\nAssistant: yo", "rejected": "\n\nHuman: hi\n\nAssistant: hello there"}]
     src = write_jsonl(tmp_path / "pairs.jsonl", pairs)
     out = tmp_path / "labelled.jsonl"
     assert run_cli(["label", "--judge", LONGER, "--in", src, "--out", out, "--no-progress"]) == 0
     got = read_jsonl(out)
     assert [(r["chosen"], r["rejected"]) for r in got] == [("long answer", "short"), ("longer", "s"),
-                                                            ("same", "four")]
-    assert [r["meta"]["label"]["swapped"] for r in got] == [False, True, False]
-    assert [r["meta"]["label"]["prob_chosen_better"] for r in got] == [1.0, 1.0, 0.5]
-    assert [r["meta"]["label"]["tie"] for r in got] == [False, False, True]  # equal lengths: kept as is
+                                                            ("same", "four"), (" hello there", " yo")]
+    assert got[3]["prompt"] == "\n\nHuman: hi\n\nAssistant:"  # HH-style row: the prompt split off
+    assert [r["meta"]["label"]["swapped"] for r in got] == [False, True, False, True]
+    assert [r["meta"]["label"]["prob_chosen_better"] for r in got] == [1.0, 1.0, 0.5, 1.0]
+    assert [r["meta"]["label"]["tie"] for r in got] == [False, False, True, False]  # equal lengths: kept as is
     assert got[1]["meta"]["origin"] == "x"
     dropped = tmp_path / "dropped.jsonl"
     assert run_cli(["label", "--judge", LONGER, "--in", src, "--out", dropped, "--ties", "drop",
                     "--no-progress"]) == 0
-    assert len(read_jsonl(dropped)) == 2
+    assert len(read_jsonl(dropped)) == 3
 
 
 def test_bad_pairs_and_changed_settings_are_clear_errors(tmp_path, capsys):

@@ -82,14 +82,16 @@ def read_samples(path: str) -> list[dict]:
 
 
 def read_pairs(path: str) -> list[dict]:
-    """Canonical preference rows (explicit prompt): `prompt`, `chosen`, `rejected`."""
+    """Preference rows in any accepted input format (explicit, implicit HH-style,
+    conversational; see data/formats.py), returned as canonical rows."""
+    from robustpo.data.formats import to_canonical
     from robustpo.data.io import read_records
 
-    rows = read_records(path)
-    for i, row in enumerate(rows):
-        for name in ("prompt", "chosen", "rejected"):
-            if name not in row:
-                raise DataError("missing field", file=str(path), row=i, field=name)
+    rows = []
+    for i, raw in enumerate(read_records(path)):
+        row = to_canonical(raw, file=str(path), index=i)
+        row.pop("format", None)
+        rows.append(row)
         _check_prompt(row["prompt"], str(path), i, "prompt")
         for name in ("chosen", "rejected"):
             v = row[name]

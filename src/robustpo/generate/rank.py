@@ -10,7 +10,8 @@ empty or blank completions are not ranked (`meta.n_unique` counts those that wer
 full one), best, worst, the chosen/rejected indices, the number of distinct comparisons
 and of judge calls, and how often the two orders disagreed.
 
-label: judges existing pairs. When the judge prefers the rejected response the two are
+label: judges existing pairs (any accepted input format; rows are written in the
+canonical form, so HH-style implicit rows come out with an explicit prompt). When the judge prefers the rejected response the two are
 swapped. `meta.label` records the judge, `prob_chosen_better` (for the row as written),
 `swapped`, `tie` and whether the two orders disagreed. A tie (probability exactly 0.5,
 e.g. a judge whose reply could not be parsed, or two orders that cancel) keeps the row
