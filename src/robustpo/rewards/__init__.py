@@ -1,0 +1,24 @@
+"""Reward models and families of them: train (train/reward.py), load, score a dataset.
+
+    from robustpo.rewards import load_family, score_dataset, train_reward_family
+    family = load_family("runs/reward-family")        # .members, .score(prompts, responses) -> (N, K)
+    score_dataset("runs/reward-family", "pairs.jsonl", "scored.jsonl", normalize="standardize")
+"""
+
+from robustpo.rewards.family import FamilyError, RewardFamily, assemble_family, load_family
+from robustpo.rewards.objective import bradley_terry_loss
+from robustpo.rewards.score import score_dataset
+
+
+def train_reward_family(cfg, *, resume: bool = False, overwrite: bool = False):
+    """Train the family of `cfg` (a `RewardRunConfig`, or a recipe path); return its folder."""
+    from robustpo.config import load_config
+    from robustpo.train.reward import RewardRunConfig, train_reward_family as train
+
+    if not isinstance(cfg, RewardRunConfig):
+        cfg = load_config(cfg, cls=RewardRunConfig)
+    return train(cfg, resume=resume, overwrite=overwrite)
+
+
+__all__ = ["FamilyError", "RewardFamily", "assemble_family", "bradley_terry_loss", "load_family", "score_dataset",
+           "train_reward_family"]

@@ -1,0 +1,313 @@
+"""Reward-model families: K reward models behind one `score(prompts, responses) -> (N, K)`.
+
+A family folder holds `family.json` and its members. A member is one output column of a
+`transformers` sequence-classification model: an ordinary reward model (num_labels=1,
+column 0), or one head of a multi-head model (num_labels=K, K members sharing a backbone,
+column k). Manifest (`family.json`):
+
+    {"format": "robustpo.reward_family", "version": 1, "mode": "seed|bootstrap|subsets|multihead|assembled",
+     "max_length": 512, "max_prompt_length": 256,
+     "members": [{"name": "member-0", "path": "members/member-0", "head": 0,
+                  "tokenizer": "<hash>", "weights": "<hash>",
+                  "made": {...how it was trained...}, "data": {...its pairs...}, "heldout": {...metrics...}}],
+     "heldout": {...family metrics and disagreement...}}
+
+`path` is relative to the family folder (or absolute for members assembled in place).
+Loading checks the manifest against the folders (a missing member, a changed model, a
+tokenizer that differs between members) before any scoring, and names the member at fault.
+All members must share one tokenizer: texts are tokenized and truncated once for the
+whole family, so every member judges exactly the same tokens.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import torch
+
+from robustpo.errors import RobustpoError
+
+MANIFEST = "family.json"
+FORMAT = "robustpo.reward_family"
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.json",
+                   "merges.txt", "tokenizer.model", "vocab.txt", "chat_template.jinja")
+
+
+class FamilyError(RobustpoError):
+    """A family folder, manifest or member that cannot be used as it is."""
+
+
+def _hash_files(paths: list[Path], *, sizes_only: bool = False) -> str:
+    h = hashlib.sha256()
+    for p in paths:
+        h.update(p.name.encode())
+        h.update(str(p.stat().st_size).encode() if sizes_only else p.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def tokenizer_fingerprint(model_dir: Path) -> str:
+    return _hash_files([model_dir / n for n in TOKENIZER_FILES if (model_dir / n).exists()])
+
+
+def weights_fingerprint(model_dir: Path) -> str:
+    """config.json's bytes plus the weight files' names and sizes: cheap for multi-GB models,
+    and a swapped or retrained member (another config or file layout) no longer matches."""
+    weights = sorted(p for p in model_dir.iterdir() if p.suffix in (".safetensors", ".bin"))
+    return _hash_files([model_dir / "config.json"]) + _hash_files(weights, sizes_only=True)
+
+
+def model_num_labels(model_dir: Path) -> int:
+    try:
+        return int(json.loads((model_dir / "config.json").read_text()).get("num_labels", 2))
+    except (OSError, json.JSONDecodeError) as e:
+        raise FamilyError(f"{model_dir}: unreadable config.json ({e})") from None
+
+
+def member_entry(family_dir: Path, model_dir: Path, head: int, name: str, **extra) -> dict:
+    """A manifest entry for column `head` of the model in `model_dir`."""
+    model_dir = Path(model_dir)
+    try:
+        path = os.path.relpath(model_dir.resolve(), Path(family_dir).resolve())
+        path = str(model_dir.resolve()) if path.startswith("..") else path
+    except ValueError:  # another drive (Windows)
+        path = str(model_dir.resolve())
+    return {"name": name, "path": path, "head": head, "tokenizer": tokenizer_fingerprint(model_dir),
+            "weights": weights_fingerprint(model_dir), **extra}
+
+
+def write_manifest(family_dir: Path, manifest: dict) -> None:
+    from robustpo.data.io import write_json_atomic
+
+    write_json_atomic(Path(family_dir) / MANIFEST, {"format": FORMAT, "version": 1, **manifest})
+
+
+def single_model_manifest(model_dir: Path) -> dict:
+    """A folder holding one reward model is a family of its num_labels columns (usually 1)."""
+    k = model_num_labels(model_dir)
+    members = [member_entry(model_dir, model_dir, h, "reward" if k == 1 else f"head-{h}") for h in range(k)]
+    return {"format": FORMAT, "version": 1, "mode": "single", "members": members}
+
+
+def read_manifest(family_dir: Path) -> dict:
+    family_dir = Path(family_dir)
+    if not family_dir.is_dir():
+        raise FamilyError(f"{family_dir}: no such family folder")
+    path = family_dir / MANIFEST
+    if not path.exists():
+        if (family_dir / "config.json").exists():
+            return single_model_manifest(family_dir)
+        raise FamilyError(f"{family_dir}: neither a family folder (no {MANIFEST}) nor a reward model (no config.json)")
+    try:
+        manifest = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise FamilyError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise FamilyError(f"{path}: not a robustpo family manifest (expected \"format\": \"{FORMAT}\")")
+    members = manifest.get("members")
+    if not isinstance(members, list) or not members:
+        raise FamilyError(f"{path}: 'members' must be a non-empty list")
+    if "size" in manifest and manifest["size"] != len(members):
+        raise FamilyError(f"{path}: says size {manifest['size']} but lists {len(members)} members")
+    for i, m in enumerate(members):
+        missing = [k for k in ("name", "path", "head", "tokenizer", "weights") if k not in m]
+        if missing:
+            raise FamilyError(f"{path}: member {i} lacks {', '.join(missing)}")
+    names = [m["name"] for m in members]
+    if len(set(names)) != len(names):
+        raise FamilyError(f"{path}: member names repeat: {names}")
+    return manifest
+
+
+def check_members(family_dir: Path, manifest: dict) -> list[Path]:
+    """The member folders, after checking each against its manifest entry. Raises FamilyError."""
+    where = Path(family_dir) / MANIFEST
+    dirs, tokenizers = [], {}
+    for m in manifest["members"]:
+        d = (Path(family_dir) / m["path"]) if not os.path.isabs(m["path"]) else Path(m["path"])
+        label = f"member '{m['name']}' ({d})"
+        if not (d / "config.json").exists():
+            raise FamilyError(f"{where}: {label} is missing (no model folder there)")
+        k = model_num_labels(d)
+        if not isinstance(m["head"], int) or not 0 <= m["head"] < k:
+            raise FamilyError(f"{where}: {label} uses head {m['head']}, but that model has {k} output(s)")
+        if weights_fingerprint(d) != m["weights"]:
+            raise FamilyError(f"{where}: {label} does not match the manifest (its config or weight files changed "
+                              "since the family was written); rebuild the manifest with `robustpo reward family`")
+        tok = tokenizer_fingerprint(d)
+        if tok != m["tokenizer"]:
+            raise FamilyError(f"{where}: {label}: its tokenizer changed since the manifest was written")
+        tokenizers.setdefault(tok, []).append(m["name"])
+        dirs.append(d)
+    if len(tokenizers) > 1:
+        groups = "; ".join(", ".join(v) for v in tokenizers.values())
+        raise FamilyError(f"{where}: members have mismatched tokenizers ({groups}); a family scores the same "
+                          "tokens with every member, so all members need the same tokenizer")
+    return dirs
+
+
+def encode_texts(tokenizer, prompts: list, responses: list, *, max_length: int,
+                 max_prompt_length: int) -> list[list[int]]:
+    """prompt + response token ids, by the rule `data.tokenize.tokenize_pairs` uses for training:
+    string prompts get the tokenizer's BOS (if it adds one), string responses an EOS; messages go
+    through the chat template; a long prompt keeps its last `max_prompt_length` tokens, then the
+    response keeps its first `max_length − len(prompt)`."""
+    from robustpo.data.tokenize import _truncate_prompt, render_texts
+
+    rendered = [render_texts({"prompt": p, "chosen": r, "rejected": r, "index": i}, tokenizer)
+                for i, (p, r) in enumerate(zip(prompts, responses))]
+    p_ids = tokenizer([p for p, *_ in rendered], add_special_tokens=False)["input_ids"]
+    r_ids = tokenizer([r for _, r, _, _ in rendered], add_special_tokens=False)["input_ids"]
+    bos, eos = tokenizer.bos_token_id, tokenizer.eos_token_id
+    add_bos = bool(getattr(tokenizer, "add_bos_token", False)) and bos is not None
+    out = []
+    for (_, _, _, templated), p, r in zip(rendered, p_ids, r_ids):
+        if not templated:
+            if add_bos and (not p or p[0] != bos):
+                p = [bos] + p
+            if eos is not None:
+                r = r + [eos]
+        if len(p) + len(r) > max_length and len(p) > max_prompt_length:
+            p = _truncate_prompt(p, max_prompt_length, bos if add_bos else None)
+        out.append(p + r[:max_length - len(p)])
+    return out
+
+
+class RewardFamily:
+    """K reward models (members in manifest order); `score` returns a (N, K) float32 tensor."""
+
+    def __init__(self, path: Path, manifest: dict, *, batch_size: int = 16, device: str = "cpu",
+                 max_length: int | None = None, dtype: str = "float32"):
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+        from transformers.utils import logging as hf_logging
+
+        from robustpo.models import torch_dtype
+
+        self.path, self.manifest = Path(path), manifest
+        self.members: list[dict] = manifest["members"]
+        self.name = str(path)
+        dirs = check_members(self.path, manifest)
+        self.max_length = int(max_length or manifest.get("max_length", 512))
+        self.max_prompt_length = int(manifest.get("max_prompt_length", self.max_length // 2))
+        self.max_prompt_length = min(self.max_prompt_length, self.max_length - 1)
+        self.batch_size, self.device = int(batch_size), device
+        self.tokenizer = AutoTokenizer.from_pretrained(dirs[0])
+        if self.tokenizer.pad_token_id is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        # Members that are heads of one multi-head model share one loaded model and one forward.
+        self._models: dict[str, object] = {}
+        self._columns: list[tuple[str, int]] = []
+        for m, d in zip(self.members, dirs):
+            key = str(d.resolve())
+            if key not in self._models:
+                verbosity = hf_logging.get_verbosity()
+                hf_logging.set_verbosity_error()
+                try:
+                    model = AutoModelForSequenceClassification.from_pretrained(d, dtype=torch_dtype(dtype))
+                except (OSError, ValueError) as e:
+                    raise FamilyError(f"member '{m['name']}' ({d}): cannot load: {e}") from None
+                finally:
+                    hf_logging.set_verbosity(verbosity)
+                model.config.pad_token_id = self.tokenizer.pad_token_id
+                self._models[key] = model.to(device).eval()
+            self._columns.append((key, m["head"]))
+
+    @property
+    def size(self) -> int:
+        return len(self.members)
+
+    @property
+    def names(self) -> list[str]:
+        return [m["name"] for m in self.members]
+
+    def fingerprint(self) -> str:
+        from robustpo.data.io import fingerprint
+
+        return fingerprint([(m["weights"], m["head"], m["tokenizer"]) for m in self.members], self.max_length,
+                           self.max_prompt_length)
+
+    @torch.no_grad()
+    def score(self, prompts: list, responses: list, *, row_ids: list | None = None) -> torch.Tensor:
+        """Rewards r_k(x_i, y_i): (N, K) float32, members in manifest order.
+
+        prompts, responses: N strings or message lists. Batches are formed from texts of
+        similar length (less padding) and results returned in input order. `row_ids` name the
+        rows in a non-finite-reward error (default: positions 0..N-1).
+        """
+        if len(prompts) != len(responses):
+            raise FamilyError(f"score: {len(prompts)} prompts but {len(responses)} responses")
+        ids = encode_texts(self.tokenizer, list(prompts), list(responses), max_length=self.max_length,
+                           max_prompt_length=self.max_prompt_length)
+        out = torch.empty(len(ids), self.size)
+        order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
+        pad = self.tokenizer.pad_token_id
+        for start in range(0, len(order), self.batch_size):
+            chunk = order[start:start + self.batch_size]
+            T = max(len(ids[i]) for i in chunk)
+            input_ids = torch.full((len(chunk), T), pad, dtype=torch.long)      # (b, T), right padding
+            mask = torch.zeros((len(chunk), T), dtype=torch.long)               # (b, T)
+            for j, i in enumerate(chunk):
+                input_ids[j, :len(ids[i])] = torch.tensor(ids[i])
+                mask[j, :len(ids[i])] = 1
+            input_ids, mask = input_ids.to(self.device), mask.to(self.device)
+            logits = {key: model(input_ids=input_ids, attention_mask=mask).logits.float().cpu()   # (b, labels)
+                      for key, model in self._models.items()}
+            out[chunk] = torch.stack([logits[key][:, head] for key, head in self._columns], dim=1)
+        bad = ~torch.isfinite(out)
+        if bad.any():
+            i, k = (int(v) for v in bad.nonzero()[0])
+            row = row_ids[i] if row_ids is not None else i
+            raise FamilyError(f"member '{self.members[k]['name']}' gave a non-finite reward ({out[i, k].item()}) "
+                              f"for row {row}: its weights are likely broken (NaN/inf); nothing was written for "
+                              "this batch")
+        return out
+
+
+def load_family(path, *, batch_size: int = 16, device: str = "cpu", max_length: int | None = None,
+                dtype: str = "float32") -> RewardFamily:
+    """Load a family folder (with family.json) or a single reward-model folder (K = num_labels)."""
+    path = Path(path)
+    return RewardFamily(path, read_manifest(path), batch_size=batch_size, device=device, max_length=max_length,
+                        dtype=dtype)
+
+
+def assemble_family(member_dirs: list, out_dir, *, copy: bool = False, max_length: int | None = None,
+                    max_prompt_length: int | None = None) -> Path:
+    """Write a family folder from reward models trained elsewhere (or from other families).
+
+    Each item is a reward-model folder (all its output columns become members) or a family
+    folder (its members, in order). With `copy`, member folders are copied under
+    OUT/members/; otherwise the manifest points at them where they are.
+    """
+    import shutil
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    members, lengths = [], []
+    for src in map(Path, member_dirs):
+        manifest = read_manifest(src)
+        dirs = check_members(src, manifest)
+        lengths.append((manifest.get("max_length"), manifest.get("max_prompt_length")))
+        for m, d in zip(manifest["members"], dirs):
+            name = m["name"] if manifest.get("mode") != "single" else src.name
+            if copy:
+                target = out_dir / "members" / d.name
+                if not target.exists():
+                    shutil.copytree(d, target)
+                d = target
+            extra = {k: v for k, v in m.items() if k not in ("name", "path", "head", "tokenizer", "weights")}
+            members.append(member_entry(out_dir, d, m["head"], name, source=str(src), **extra))
+    seen: dict[str, int] = {}
+    for m in members:  # names must be unique: suffix repeats (two folders both called "final")
+        n = seen[m["name"]] = seen.get(m["name"], 0) + 1
+        if n > 1:
+            m["name"] = f"{m['name']}-{n}"
+    known = [v for v in lengths if v[0] is not None]
+    manifest = {"mode": "assembled", "size": len(members),
+                "max_length": max_length or (known[0][0] if known else 512),
+                "max_prompt_length": max_prompt_length or (known[0][1] if known else 256), "members": members}
+    check_members(out_dir, manifest)  # mismatched tokenizers fail here, before anything is written
+    write_manifest(out_dir, manifest)
+    return out_dir
