@@ -1,21 +1,10 @@
 """Shared fixtures: tiny models and data built locally (no network, CPU only)."""
 
 import json
-import sys
-from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-HH_DATA = REPO.parent / "shared" / "data" / "hh-rlhf-harmless-base-test.jsonl.gz"
-TINY_PAIRS = REPO / "recipes" / "tiny" / "data" / "pairs.jsonl"
-
-sys.path.insert(0, str(REPO / "recipes" / "tiny"))
-
-
-def pair_texts():
-    rows = [json.loads(line) for line in TINY_PAIRS.read_text().splitlines()]
-    return [r["prompt"] + r["chosen"] + r["rejected"] for r in rows]
+from testdata import HH_DATA, REPO, TINY_PAIRS, pair_texts  # noqa: F401  (re-exported for old imports)
 
 
 @pytest.fixture(scope="session")
@@ -44,3 +33,13 @@ def write_jsonl(tmp_path):
         return path
 
     return write
+
+
+@pytest.fixture(autouse=True)
+def fresh_accelerate_state():
+    """accelerate keeps process-global state (mixed precision, device); a TRL trainer built in
+    one test must not fix the settings of the next test's Accelerator."""
+    yield
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=True)

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from conftest import HH_DATA, REPO
+from testdata import HH_DATA, REPO
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1"}
 

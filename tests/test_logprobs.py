@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from robustpo.logprobs import IGNORE_INDEX, sequence_logps
+from robustpo.logprobs import IGNORE_INDEX, sequence_logps, targets_from_labels
 
 
 def test_hand_values_and_shift():
@@ -56,8 +56,13 @@ def test_response_only_projection_equals_full_logits(arch, tiny_tokenizer):
     fast = ResponseLogps(model, response_only_projection=True)
     full = ResponseLogps(model, response_only_projection=False)
     assert fast.response_only and not full.response_only
+    t = targets_from_labels(labels)
     with torch.no_grad():
-        a, la = fast(input_ids, attention_mask, labels)
-        b, lb = full(input_ids, attention_mask, labels)
+        a, la = fast(input_ids, attention_mask, t.pred_index, t.targets, t.segment, t.num_sequences)
+        b, lb = full(input_ids, attention_mask, t.pred_index, t.targets, t.segment, t.num_sequences)
+    # And both equal the plain shifted computation from full logits.
+    with torch.no_grad():
+        plain = sequence_logps(model(input_ids=input_ids, attention_mask=attention_mask).logits, labels)
+    assert torch.allclose(a, plain.logps, atol=1e-5)
     assert torch.allclose(a, b, atol=1e-5)
     assert la.tolist() == lb.tolist() == [8, 8, 5]

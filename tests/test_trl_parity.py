@@ -44,6 +44,7 @@ def test_loss_matches_trl(tmp_path, tiny_tokenizer, models, trl_type, ours, trl_
     from datasets import Dataset
     from trl import DPOConfig, DPOTrainer
 
+    from robustpo.logprobs import targets_from_labels
     from robustpo.losses import LOSSES
     from robustpo.train.forward import ResponseLogps
 
@@ -57,9 +58,11 @@ def test_loss_matches_trl(tmp_path, tiny_tokenizer, models, trl_type, ours, trl_
         trl_loss = trainer.compute_loss(policy, batch).item()
 
     labels = batch["input_ids"].masked_fill(batch["completion_mask"] == 0, -100)
+    t = targets_from_labels(labels)
+    response = (t.pred_index, t.targets, t.segment, t.num_sequences)
     with torch.no_grad():
-        logps, lengths = ResponseLogps(policy)(batch["input_ids"], batch["attention_mask"], labels)
-        ref_logps, _ = ResponseLogps(reference)(batch["input_ids"], batch["attention_mask"], labels)
+        logps, lengths = ResponseLogps(policy)(batch["input_ids"], batch["attention_mask"], *response)
+        ref_logps, _ = ResponseLogps(reference)(batch["input_ids"], batch["attention_mask"], *response)
     B = len(ROWS)
     inputs = {"chosen_lengths": lengths[:B], "rejected_lengths": lengths[B:]}
     params = {"beta": trl_kwargs["beta"]} if ours != "ipo" else {"tau": trl_kwargs["beta"]}

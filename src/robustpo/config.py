@@ -82,6 +82,8 @@ class TrainConfig:
     log_with: list = field(default_factory=list)   # accelerate trackers: tensorboard, wandb, trackio, mlflow
     collapse_warning_nats: float = 5.0   # warn when mean Δ(w) falls below −this
     response_only_projection: bool = True  # vocabulary projection only where a response token is predicted
+    prefix_sharing: bool = True          # prompt computed once per pair (4-D block mask); falls back when unsupported
+    group_by_length: bool = True         # batches of similar length (shuffled megabatches): less padding
     shuffle: bool = True
 
 

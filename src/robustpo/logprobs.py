@@ -5,6 +5,13 @@ This is the only place where labels are shifted and masked. Convention (the same
 response token (prompt, padding). The logit at position t−1 predicts the token at t, so
 `token_logps[b, t-1] = log softmax(logits[b, t-1])[labels[b, t]]`.
 
+The trainers use a flat form of the same thing, `ResponseTargets`: for every response
+token, the flat position whose output predicts it, the token, and which sequence it
+belongs to. It describes both batch layouts: one row per sequence (`targets_from_labels`)
+and prefix sharing, where prompt, chosen and rejected share one row and the first rejected
+token is predicted from the last prompt position, not from the position before it
+(`shared_prefix_targets`).
+
 All maths runs in float32 whatever the model dtype: a bf16 log-softmax summed over a few
 hundred tokens loses whole nats.
 """
@@ -63,26 +70,68 @@ def sequence_logps(logits: torch.Tensor, labels: torch.Tensor) -> SequenceLogps:
     )
 
 
-def response_positions_logps(hidden: torch.Tensor, labels: torch.Tensor, lm_head: torch.nn.Module,
-                             *, chunk_size: int = 4096) -> SequenceLogps:
-    """Like `sequence_logps`, but projects to the vocabulary only at response positions.
+@dataclass
+class ResponseTargets:
+    """Flat description of every response token of a batch (N tokens, S sequences)."""
 
-    hidden: (B, T, H) final hidden states; the vocabulary projection is the largest matmul
-    of a small model and most positions are prompt or padding, so we select the positions
-    whose next token is a response token, then project those alone, in chunks to bound
-    the (N, V) float32 memory.
-    """
-    B, T, _ = hidden.shape
-    shift_labels = labels[:, 1:]                           # (B, T-1)
-    mask = shift_labels != IGNORE_INDEX                    # (B, T-1)
+    pred_index: torch.Tensor  # (N,) flat index (row * T + position) of the output that predicts the token
+    targets: torch.Tensor     # (N,) the token id
+    segment: torch.Tensor     # (N,) which sequence (0..S-1) the token belongs to
+    num_sequences: int
+
+
+def targets_from_labels(labels: torch.Tensor) -> ResponseTargets:
+    """One row per sequence: position t−1 predicts labels[:, t]; row b is sequence b."""
+    B, T = labels.shape
+    mask = labels[:, 1:] != IGNORE_INDEX                   # (B, T-1)
     rows, cols = mask.nonzero(as_tuple=True)               # (N,), (N,)
-    selected = hidden[:, :-1, :][rows, cols]               # (N, H)
-    targets = shift_labels[rows, cols]                     # (N,)
-    picked = []
-    for start in range(0, selected.shape[0], chunk_size):
-        logits = lm_head(selected[start:start + chunk_size])             # (n, V)
-        picked.append(gather_token_logps(logits, targets[start:start + chunk_size]))
-    flat = torch.cat(picked) if picked else hidden.new_zeros(0, dtype=torch.float32)  # (N,)
-    token_logps = hidden.new_zeros(B, T - 1, dtype=torch.float32)        # (B, T-1)
-    token_logps = token_logps.index_put((rows, cols), flat)              # (B, T-1)
-    return SequenceLogps(token_logps=token_logps, mask=mask, logps=token_logps.sum(-1), lengths=mask.sum(-1))
+    return ResponseTargets(pred_index=rows * T + cols, targets=labels[:, 1:][rows, cols], segment=rows,
+                           num_sequences=B)
+
+
+def shared_prefix_targets(prompt_lens: list[int], blocks: list[list[list[int]]], T: int,
+                          num_sequences: int, segment_of) -> ResponseTargets:
+    """Prefix sharing: row b holds prompt (length p) then blocks k = 0, 1, ... back to back.
+
+    Token j of block k sits at position p + off_k + j; it is predicted by the position before
+    it inside its block, and the block's first token by the last prompt position p − 1
+    (a token with no predictor, when p = 0, is not scored, as in the unshared layout).
+    `segment_of(b, k)` numbers the sequences.
+    """
+    pred, tgt, seg = [], [], []
+    for b, (p, row_blocks) in enumerate(zip(prompt_lens, blocks)):
+        off = p
+        for k, block in enumerate(row_blocks):
+            for j, tok in enumerate(block):
+                before = (p - 1) if j == 0 else off + j - 1
+                if before >= 0:
+                    pred.append(b * T + before)
+                    tgt.append(tok)
+                    seg.append(segment_of(b, k))
+            off += len(block)
+    as_long = lambda v: torch.tensor(v, dtype=torch.long)  # noqa: E731
+    return ResponseTargets(as_long(pred), as_long(tgt), as_long(seg), num_sequences)
+
+
+def segment_logps(token_logps: torch.Tensor, targets: ResponseTargets) -> tuple[torch.Tensor, torch.Tensor]:
+    """(N,) token log-probs -> per-sequence sums (S,) and token counts (S,); empty sequences give 0."""
+    S = targets.num_sequences
+    sums = token_logps.new_zeros(S).index_add(0, targets.segment, token_logps)           # (S,)
+    lengths = torch.bincount(targets.segment, minlength=S)                                # (S,)
+    return sums, lengths
+
+
+def projected_logps(hidden: torch.Tensor, lm_head: torch.nn.Module, targets: ResponseTargets,
+                    *, chunk_size: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
+    """Vocabulary projection only at the N predicting positions, in chunks; -> (sums, lengths)."""
+    flat = hidden.flatten(0, 1)[targets.pred_index]                                       # (N, H)
+    picked = [gather_token_logps(lm_head(flat[i:i + chunk_size]), targets.targets[i:i + chunk_size])
+              for i in range(0, flat.shape[0], chunk_size)]
+    token_logps = torch.cat(picked) if picked else hidden.new_zeros(0, dtype=torch.float32)  # (N,)
+    return segment_logps(token_logps, targets)
+
+
+def logits_logps(logits: torch.Tensor, targets: ResponseTargets) -> tuple[torch.Tensor, torch.Tensor]:
+    """Same from full logits (models whose head is not a plain projection); -> (sums, lengths)."""
+    picked = gather_token_logps(logits.flatten(0, 1)[targets.pred_index], targets.targets)  # (N,)
+    return segment_logps(picked, targets)

@@ -6,7 +6,7 @@ from robustpo.data.formats import split_implicit
 from robustpo.data.schema import load_preferences
 from robustpo.errors import DataError
 
-from conftest import HH_DATA
+from testdata import HH_DATA
 
 GOOD = {"prompt": "Q?", "chosen": "yes", "rejected": "no"}
 

@@ -10,7 +10,7 @@ import time
 import torch
 import yaml
 
-from conftest import TINY_PAIRS
+from testdata import TINY_PAIRS
 
 
 def recipe(tmp_path, model_dir, out):

@@ -9,7 +9,7 @@ from robustpo.config import from_dict, RunConfig
 from robustpo.losses import LOSSES
 from robustpo.train.preference import train_preference
 
-from conftest import TINY_PAIRS
+from testdata import TINY_PAIRS
 
 OBJECTIVES = [n for n, s in LOSSES.items() if s.kind == "objective"]
 STANDARD_METRICS = {"loss", "rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies",

@@ -1,61 +1,102 @@
-"""Tokenized pairs -> one padded batch, chosen and rejected together.
+"""Tokenized pairs -> one batch with chosen and rejected together (one forward for both).
 
-Layout of a batch of B pairs (one forward for both sides):
-  rows 0..B-1        prompt + chosen
-  rows B..2B-1       prompt + rejected
-  rows 2B..2B+B·M-1  prompt + reference sample (only when the data carry M reference samples)
-Right padding; `labels` is -100 on prompt and padding (logprobs.IGNORE_INDEX).
+Two layouts, both described to the model by flat response targets (logprobs.ResponseTargets:
+`pred_index`, `targets`, `segment`, `num_sequences`); sequence s is chosen of pair b for
+s = b, rejected for s = B + b, and reference sample m for s = 2B + b·M + m.
+
+- `collate_pairs`: one row per sequence (prompt + response), right-padded, 2-D attention mask.
+- `collate_shared` (prefix sharing): one row per pair, prompt + chosen + rejected (+ samples),
+  with an additive 4-D block mask in which each response sees the prompt and itself, never
+  another response, and position ids that restart each response right after the prompt.
+  The prompt, usually the longest part, is computed once instead of twice.
 """
 
 from __future__ import annotations
 
 import torch
 
-from robustpo.logprobs import IGNORE_INDEX
+from robustpo.logprobs import IGNORE_INDEX, shared_prefix_targets, targets_from_labels
 
 
-def _pad(seqs: list[list[int]], prompt_lens: list[int], pad_id: int):
-    T = max(len(s) for s in seqs)
-    input_ids = torch.full((len(seqs), T), pad_id, dtype=torch.long)     # (N, T)
-    attention_mask = torch.zeros((len(seqs), T), dtype=torch.long)       # (N, T)
-    labels = torch.full((len(seqs), T), IGNORE_INDEX, dtype=torch.long)  # (N, T)
-    for i, (s, p) in enumerate(zip(seqs, prompt_lens)):
-        input_ids[i, :len(s)] = torch.tensor(s)
-        attention_mask[i, :len(s)] = 1
-        labels[i, p:len(s)] = torch.tensor(s[p:])
-    return input_ids, attention_mask, labels
+def _responses(it: dict) -> list[list[int]]:
+    return [it["chosen_ids"], it["rejected_ids"], *it.get("reference_sample_ids", [])]
 
 
-def collate_pairs(items: list[dict], pad_id: int) -> dict:
-    seqs, prompt_lens = [], []
-    for side in ("chosen_ids", "rejected_ids"):
-        for it in items:
-            seqs.append(it["prompt_ids"] + it[side])
-            prompt_lens.append(len(it["prompt_ids"]))
-    n_samples = len(items[0].get("reference_sample_ids", []))
-    for it in items:
-        if len(it.get("reference_sample_ids", [])) != n_samples:
-            raise ValueError("every row of a batch must carry the same number of reference samples")
-        for s in it.get("reference_sample_ids", []):
-            seqs.append(it["prompt_ids"] + s)
-            prompt_lens.append(len(it["prompt_ids"]))
-    input_ids, attention_mask, labels = _pad(seqs, prompt_lens, pad_id)
+def _num_samples(items: list[dict]) -> int:
+    m = len(items[0].get("reference_sample_ids", []))
+    if any(len(it.get("reference_sample_ids", [])) != m for it in items):
+        raise ValueError("every row of a batch must carry the same number of reference samples")
+    return m
+
+
+def _side_fields(items: list[dict], M: int) -> dict:
+    """Per-pair tensors that ride along: lengths, rewards, cached reference log-probs."""
     batch = {
-        "input_ids": input_ids,
-        "attention_mask": attention_mask,
-        "labels": labels,
         "index": torch.tensor([it["index"] for it in items]),                         # (B,)
         "chosen_lengths": torch.tensor([len(it["chosen_ids"]) for it in items]),      # (B,)
         "rejected_lengths": torch.tensor([len(it["rejected_ids"]) for it in items]),  # (B,)
-        "num_reference_samples": n_samples,
+        "num_reference_samples": M,
     }
-    for key in ("chosen_rewards", "rejected_rewards"):
+    for key in ("chosen_rewards", "rejected_rewards", "reference_chosen_logps", "reference_rejected_logps",
+                "reference_sample_logps"):
         if key in items[0]:
-            batch[key] = torch.tensor([it[key] for it in items], dtype=torch.float32)   # (B, K)
-    for key in ("reference_chosen_logps", "reference_rejected_logps"):
-        if key in items[0]:
-            batch[key] = torch.tensor([it[key] for it in items], dtype=torch.float32)   # (B,)
-    if "reference_sample_logps" in items[0]:
-        batch["reference_sample_logps"] = torch.tensor(
-            [it["reference_sample_logps"] for it in items], dtype=torch.float32)         # (B, M)
+            batch[key] = torch.tensor([it[key] for it in items], dtype=torch.float32)  # (B,) or (B, K|M)
     return batch
+
+
+def _targets_fields(t) -> dict:
+    return {"pred_index": t.pred_index, "targets": t.targets, "segment": t.segment,
+            "num_sequences": t.num_sequences}
+
+
+def collate_pairs(items: list[dict], pad_id: int) -> dict:
+    """One row per sequence: B chosen rows, B rejected rows, then B·M sample rows."""
+    M = _num_samples(items)
+    seqs = [(it["prompt_ids"], it["chosen_ids"]) for it in items] + \
+           [(it["prompt_ids"], it["rejected_ids"]) for it in items] + \
+           [(it["prompt_ids"], s) for it in items for s in it.get("reference_sample_ids", [])]
+    T = max(len(p) + len(r) for p, r in seqs)
+    input_ids = torch.full((len(seqs), T), pad_id, dtype=torch.long)     # (S, T)
+    attention_mask = torch.zeros((len(seqs), T), dtype=torch.long)       # (S, T)
+    labels = torch.full((len(seqs), T), IGNORE_INDEX, dtype=torch.long)  # (S, T)
+    for i, (p, r) in enumerate(seqs):
+        n = len(p) + len(r)
+        input_ids[i, :n] = torch.tensor(p + r)
+        attention_mask[i, :n] = 1
+        labels[i, len(p):n] = torch.tensor(r)
+    return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels,
+            **_targets_fields(targets_from_labels(labels)), **_side_fields(items, M)}
+
+
+def collate_shared(items: list[dict], pad_id: int) -> dict:
+    """One row per pair: prompt, then each response block; additive 4-D block mask."""
+    B, M = len(items), _num_samples(items)
+    T = max(len(it["prompt_ids"]) + sum(map(len, _responses(it))) for it in items)
+    input_ids = torch.full((B, T), pad_id, dtype=torch.long)             # (B, T)
+    position_ids = torch.zeros((B, T), dtype=torch.long)                 # (B, T)
+    allowed = torch.zeros((B, T, T), dtype=torch.bool)                   # (B, T, T) query x key
+    causal = torch.ones((T, T), dtype=torch.bool).tril()                 # (T, T)
+    for b, it in enumerate(items):
+        p = len(it["prompt_ids"])
+        input_ids[b, :p] = torch.tensor(it["prompt_ids"])
+        position_ids[b, :p] = torch.arange(p)
+        allowed[b, :p, :p] = causal[:p, :p]
+        off = p
+        for block in _responses(it):
+            n = len(block)
+            input_ids[b, off:off + n] = torch.tensor(block)
+            position_ids[b, off:off + n] = torch.arange(p, p + n)
+            allowed[b, off:off + n, :p] = True                               # sees the prompt
+            allowed[b, off:off + n, off:off + n] = causal[:n, :n]            # and itself, causally
+            off += n
+        allowed[b, off:, off:] = torch.eye(T - off, dtype=torch.bool)        # padding: itself only (no NaN rows)
+    mask = torch.zeros((B, 1, T, T), dtype=torch.float32)                    # (B, 1, T, T) additive
+    mask.masked_fill_(~allowed[:, None], torch.finfo(torch.float32).min)
+
+    def segment_of(b: int, k: int) -> int:
+        return b if k == 0 else B + b if k == 1 else 2 * B + b * M + (k - 2)
+
+    targets = shared_prefix_targets([len(it["prompt_ids"]) for it in items], [_responses(it) for it in items],
+                                    T, (2 + M) * B, segment_of)
+    return {"input_ids": input_ids, "attention_mask": mask, "position_ids": position_ids,
+            **_targets_fields(targets), **_side_fields(items, M)}

@@ -37,11 +37,26 @@ class LoopState:
     consumed: int = 0        # micro-batches of `epoch` already consumed (per process)
 
 
-def epoch_order(n: int, seed: int, epoch: int, shuffle: bool) -> list[int]:
+def epoch_order(n: int, seed: int, epoch: int, shuffle: bool, lengths: list[int] | None = None,
+                group_size: int = 0) -> list[int]:
+    """The data order of one epoch, a function of (seed, epoch) alone.
+
+    With `lengths` and `group_size` (a global batch), the shuffled order is cut into
+    megabatches of 32 batches, each sorted by length, and the batches are shuffled again:
+    batches hold similar lengths (little padding) while the data stay randomly mixed.
+    """
     if not shuffle:
         return list(range(n))
     g = torch.Generator().manual_seed(seed * 100003 + epoch)
-    return torch.randperm(n, generator=g).tolist()
+    order = torch.randperm(n, generator=g).tolist()
+    if lengths is None or group_size <= 1:
+        return order
+    mega = 32 * group_size
+    order = [i for s in range(0, n, mega) for i in sorted(order[s:s + mega], key=lambda i: -lengths[i])]
+    batches = [order[s:s + group_size] for s in range(0, n, group_size)]
+    # Keep the longest batch first (memory problems show at once), shuffle the rest.
+    rest = [batches[i + 1] for i in torch.randperm(len(batches) - 1, generator=g).tolist()] if batches else []
+    return [i for b in batches[:1] + rest for i in b]
 
 
 def total_optimizer_steps(n_items: int, cfg: TrainConfig, num_processes: int) -> int:
@@ -85,8 +100,10 @@ def _mean_metrics(accelerator, window: list[dict]) -> dict:
 
 def run_loop(*, accelerator, model, optimizer, scheduler, dataset, collate_fn, step_fn: Callable,
              cfg: TrainConfig, run_dir: Path, total_steps: int, resume: bool,
-             on_log: Callable[[dict], None] | None = None) -> LoopState:
-    """Train `model` (already `accelerator.prepare`d with optimizer and scheduler) to `total_steps`."""
+             on_log: Callable[[dict], None] | None = None, lengths: list[int] | None = None) -> LoopState:
+    """Train `model` (already `accelerator.prepare`d with optimizer and scheduler) to `total_steps`.
+
+    `lengths` (tokens per item) enables length-grouped batches when `cfg.group_by_length`."""
     from tqdm.auto import tqdm
 
     state = LoopState()
@@ -113,7 +130,8 @@ def run_loop(*, accelerator, model, optimizer, scheduler, dataset, collate_fn, s
     t_last, pairs_since = time.perf_counter(), 0
     model.train()
     while state.step < total_steps:
-        order = epoch_order(len(dataset), cfg.seed, state.epoch, cfg.shuffle)
+        order = epoch_order(len(dataset), cfg.seed, state.epoch, cfg.shuffle,
+                            lengths if cfg.group_by_length else None, cfg.batch_size * accelerator.num_processes)
         loader = accelerator.prepare(DataLoader(Subset(dataset, order), batch_size=cfg.batch_size,
                                                 collate_fn=collate_fn))
         if state.consumed:

@@ -19,7 +19,12 @@ import yaml
 from robustpo.config import RunConfig, to_dict
 from robustpo.errors import ConfigError
 from robustpo.losses import LossSpec, get_loss
-from robustpo.train.forward import ResponseLogps, frozen_logps
+from robustpo.train.forward import ResponseLogps, frozen_logps, model_inputs, supports_prefix_sharing
+
+
+def item_length(it: dict) -> int:
+    """Tokens a pair occupies in a batch (the prefix-shared row; a fine proxy for the other layout)."""
+    return len(it["prompt_ids"]) + len(it["chosen_ids"]) + len(it["rejected_ids"])
 
 
 def pair_metrics(pc, pr, rc, rr, out) -> dict[str, float]:
@@ -39,7 +44,7 @@ def make_step_fn(spec: LossSpec, params: dict, regularizers: list[tuple[LossSpec
     """step(model, batch) -> (loss, metrics). `reference_fn(batch) -> logps (2B + B·M,)` when not cached."""
 
     def step(model, batch):
-        logps, _ = model(batch["input_ids"], batch["attention_mask"], batch["labels"])   # (2B + B·M,)
+        logps, _ = model(**model_inputs(batch))                                           # (2B + B·M,)
         B, M = batch["index"].shape[0], batch["num_reference_samples"]
         pc, pr = logps[:B], logps[B:2 * B]                                                # (B,), (B,)
         if "reference_chosen_logps" in batch:
@@ -101,7 +106,7 @@ def train_preference(cfg: RunConfig, *, resume: bool = False, overwrite: bool = 
     from accelerate import Accelerator
     from accelerate.utils import set_seed
 
-    from robustpo.data.collate import collate_pairs
+    from robustpo.data.collate import collate_pairs, collate_shared
     from robustpo.data.schema import load_preferences
     from robustpo.data.tokenize import tokenize_pairs
     from robustpo.models import load_causal_lm, load_tokenizer, materialize_base
@@ -138,12 +143,16 @@ def train_preference(cfg: RunConfig, *, resume: bool = False, overwrite: bool = 
     items, stats = tokenize_pairs(rows, tokenizer, max_length=cfg.data.max_length,
                                   max_prompt_length=cfg.data.max_prompt_length, source=cfg.data.train)
     accelerator.print(stats.summary())
-    collate = lambda batch: collate_pairs(batch, tokenizer.pad_token_id)  # noqa: E731
 
     # Reference: an explicit model, or the starting point (for LoRA: the adapter-disabled base).
     reference_path = cfg.model.reference or base
     policy = load_causal_lm(base, cfg.model)
     model = ResponseLogps(policy, tc.response_only_projection)
+    shared = tc.prefix_sharing and supports_prefix_sharing(policy)
+    if tc.prefix_sharing and not shared:
+        accelerator.print("prefix sharing: not available with this attention kernel; one row per response")
+    layout = collate_shared if shared else collate_pairs
+    collate = lambda batch: layout(batch, tokenizer.pad_token_id)  # noqa: E731
     reference_fn = None
     if tc.precompute_reference:
         key = refcache.fingerprint(refcache.data_fingerprint(items), refcache.model_fingerprint(reference_path),
@@ -203,7 +212,7 @@ def train_preference(cfg: RunConfig, *, resume: bool = False, overwrite: bool = 
     step_fn = make_step_fn(spec, cfg.loss.params, regularizers, reference_fn)
     state = run_loop(accelerator=accelerator, model=model, optimizer=optimizer, scheduler=scheduler, dataset=items,
                      collate_fn=collate, step_fn=step_fn, cfg=tc, run_dir=run_dir, total_steps=total,
-                     resume=resume, on_log=on_log)
+                     resume=resume, on_log=on_log, lengths=[item_length(it) for it in items])
     accelerator.end_training()
     final, lm = save_run(accelerator, model, tokenizer, run_dir, {
         "data": {**report.__dict__, "formats": dict(report.formats)}, "truncation": stats.as_dict(),

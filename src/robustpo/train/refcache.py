@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from robustpo.data.io import atomic_path, fingerprint
+from robustpo.train.forward import frozen_logps
 
 
 def model_fingerprint(path: str) -> str:
@@ -62,9 +63,7 @@ def compute_reference_logps(logps_model, items: list[dict], collate_fn, *, batch
     for start in tqdm(range(0, len(mine), batch_size), desc="reference log-probs",
                       disable=not accelerator.is_local_main_process, dynamic_ncols=True):
         batch = collate_fn([items[i] for i in mine[start:start + batch_size]])
-        logps, _ = logps_model(batch["input_ids"].to(accelerator.device),
-                               batch["attention_mask"].to(accelerator.device),
-                               batch["labels"].to(accelerator.device))
+        logps = frozen_logps(logps_model, batch, accelerator.device)
         B, M = len(batch["index"]), batch["num_reference_samples"]
         for j, idx in enumerate(batch["index"].tolist()):
             results.append([idx, logps[j].item(), logps[B + j].item(),
