@@ -1,8 +1,13 @@
 """`robustpo generate`: batched sampling, chat prompts, bad rows, resumable output."""
 
+import os
+import signal
+import subprocess
+import time
+
 import pytest
 
-from genhelpers import PROMPT_TEXTS, read_jsonl, run_cli, write_jsonl
+from genhelpers import PROMPT_TEXTS, cli_command, read_jsonl, run_cli, write_jsonl
 from robustpo.errors import ConfigError, DataError
 from robustpo.generate.sampling import SamplingSettings, TransformersSampler, generate_file
 
@@ -142,4 +147,26 @@ def test_a_half_written_batch_is_completed_without_rewriting_its_finished_rows(t
     monkeypatch.setattr(TransformersSampler, "sample", counting)
     assert run_cli(gen_args(tiny_policy_dir, prompts_file, out)) == 0
     assert sampled == [[PROMPT_TEXTS[3], PROMPT_TEXTS[4]]]  # the last batch only (the birds prompt is row 2)
+    assert out.read_text() == full.read_text()
+
+
+@pytest.mark.slow
+def test_sigkilled_generate_resumes_to_the_uninterrupted_result(tiny_policy_dir, tmp_path):
+    prompts = write_jsonl(tmp_path / "prompts.jsonl", [{"prompt": f"{p} ({k})"} for k in range(8)
+                                                        for p in PROMPT_TEXTS])
+    args = ["generate", "--model", tiny_policy_dir, "--prompts", prompts, "--n", "2", "--max-new-tokens", "32",
+            "--batch-size", "1", "--seed", "3", "--no-progress"]
+    full = tmp_path / "full.jsonl"
+    assert run_cli(args + ["--out", full]) == 0
+    out = tmp_path / "killed.jsonl"
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.Popen(cli_command(args + ["--out", out]), env=env, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and (not out.exists() or out.read_text().count("\n") < 3):
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    written = out.read_text().count("\n")
+    assert 3 <= written < 40, "the run must be killed partway"
+    assert subprocess.run(cli_command(args + ["--out", out]), env=env, stderr=subprocess.DEVNULL).returncode == 0
     assert out.read_text() == full.read_text()
