@@ -87,4 +87,15 @@ def tiny_reward_dir(tmp_path_factory, tiny_tokenizer):
     path = tmp_path_factory.mktemp("rm")
     model.save_pretrained(path)
     tiny_tokenizer.save_pretrained(path)
+    state_num_labels(path)
     return str(path)
+
+
+def state_num_labels(path) -> None:
+    """Write num_labels=1 into config.json. transformers 5 stores only id2label, and
+    robustpo.rewards.family.model_num_labels reads a missing num_labels as 2 (see the
+    xfail test in test_local_judges.py)."""
+    cfg_path = Path(path) / "config.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg["num_labels"] = len(cfg.get("id2label") or {"0": 0})
+    cfg_path.write_text(json.dumps(cfg))

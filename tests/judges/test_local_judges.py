@@ -91,15 +91,21 @@ def test_reward_model_judge_is_sigmoid_of_the_reward_difference(tiny_reward_dir)
     a = [" sat on the mat", " ran", " two is four and more"]
     b = [" ran in the park today", " sat", " four"]
     got = judge.compare(prompts, a, b)
-    # Independent reference: one text at a time, no padding, read the single logit.
+    # Independent reference, one text at a time with no padding, by the training rule for
+    # string rows: ids(prompt) + ids(response) + [EOS] (this tokenizer adds no BOS).
     tok = AutoTokenizer.from_pretrained(tiny_reward_dir)
     model = AutoModelForSequenceClassification.from_pretrained(tiny_reward_dir).eval()
-    with torch.no_grad():
-        def r(text):
-            return model(**tok(text, return_tensors="pt")).logits[0, 0].item()
-        expected = [1 / (1 + math.exp(-(r(p + x) - r(p + y)))) for p, x, y in zip(prompts, a, b)]
+
+    def r(prompt, response):
+        ids = (tok(prompt, add_special_tokens=False).input_ids + tok(response, add_special_tokens=False).input_ids
+               + [tok.eos_token_id])
+        with torch.no_grad():
+            return model(input_ids=torch.tensor([ids])).logits[0, 0].item()
+
+    expected = [1 / (1 + math.exp(-(r(p, x) - r(p, y)))) for p, x, y in zip(prompts, a, b)]
     assert got == pytest.approx(expected, abs=1e-4)
-    assert judge.score(prompts, a) == pytest.approx([r(p + x) for p, x in zip(prompts, a)], abs=1e-4)
+    assert judge.score(prompts, a) == pytest.approx([r(p, x) for p, x in zip(prompts, a)], abs=1e-4)
+    assert judge.name == f"reward:{tiny_reward_dir}"
 
 
 def test_lm_judge_reads_label_probabilities(tiny_lm_dir):
@@ -138,3 +144,17 @@ def test_lm_judge_wraps_its_prompt_in_the_chat_template_when_it_has_one(tiny_lm_
     assert text.startswith("<|user|>Which response answers the prompt better?") and text.endswith("<|assistant|>")
     with pytest.raises(ConfigError, match="must contain"):
         load_judge(f"lm:{tiny_lm_dir}", template="no placeholders")
+
+
+@pytest.mark.xfail(reason="robustpo.rewards.family.model_num_labels reads a config.json without num_labels "
+                          "(transformers 5 writes only id2label) as 2 labels", strict=False)
+def test_reward_judge_on_a_folder_saved_by_transformers_5(tiny_reward_dir, tmp_path):
+    import shutil
+
+    plain = tmp_path / "rm"
+    shutil.copytree(tiny_reward_dir, plain)
+    cfg = json.loads((plain / "config.json").read_text())
+    del cfg["num_labels"]  # as save_pretrained wrote it
+    (plain / "config.json").write_text(json.dumps(cfg))
+    assert load_judge(f"reward:{plain}").compare(["p"], ["a"], ["b"]) == load_judge(
+        f"reward:{tiny_reward_dir}").compare(["p"], ["a"], ["b"])

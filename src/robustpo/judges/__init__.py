@@ -14,11 +14,10 @@ __all__ = ["TIE", "BothOrders", "ComparisonLog", "Judge", "JudgeError", "Verdict
 JUDGE_SPEC_HELP = """judge spec grammar:
   function:MODULE:FN | function:FILE.py:FN   a Python callable fn(prompts, first, second) -> P(first better) list,
                                              or an object with a compare() method
-  reward:PATH                                a sequence-classification reward model folder (num_labels=1);
-                                             P = sigmoid(r(first) - r(second)); options: batch_size, device,
-                                             max_length, dtype
-  family:PATH                                a reward-model family (needs robustpo.rewards.load_family);
-                                             option member=K (default: family mean)
+  reward:PATH | family:PATH                  a reward model folder (num_labels=1) or a reward-model family
+                                             folder (robustpo reward family); P = sigmoid(r(first) - r(second)),
+                                             r = the family mean or member=K; options: member, batch_size,
+                                             device, max_length, dtype
   lm:PATH                                    a local causal LM judge reading p(A) vs p(B); options: template,
                                              labels=A,B, chat=auto|true|false, batch_size, device, max_length
   http://HOST/v1 | https://... | openai:URL  an OpenAI-compatible chat-completions endpoint; options: model,
@@ -54,21 +53,13 @@ def load_judge(spec: str, **options) -> Judge:
             from robustpo.judges.function import load_function_judge
 
             return load_function_judge(rest, **options)
-        if kind == "reward":
-            from robustpo.judges.reward import RewardModelJudge
-
-            return RewardModelJudge(rest, **options)
-        if kind == "family":
-            try:
-                from robustpo.rewards import load_family  # issue 3
-            except ImportError:
-                raise ConfigError("family judges need robustpo.rewards.load_family, which this install lacks; "
-                                  "use reward:PATH for a single reward model") from None
+        if kind in ("reward", "family"):
             from robustpo.judges.reward import FamilyJudge
+            from robustpo.rewards import load_family
 
             member = options.pop("member", None)
             return FamilyJudge(load_family(rest, **options), member=None if member is None else int(member),
-                               name=rest)
+                               name=rest, kind=kind)
         if kind == "lm":
             from robustpo.judges.lm import LMJudge
 
