@@ -60,10 +60,12 @@ def weights_fingerprint(model_dir: Path) -> str:
 
 
 def model_num_labels(model_dir: Path) -> int:
+    """Output columns of a sequence-classification config (transformers saves them as id2label)."""
     try:
-        return int(json.loads((model_dir / "config.json").read_text()).get("num_labels", 2))
+        config = json.loads((model_dir / "config.json").read_text())
     except (OSError, json.JSONDecodeError) as e:
         raise FamilyError(f"{model_dir}: unreadable config.json ({e})") from None
+    return int(config.get("num_labels") or len(config.get("id2label") or {}) or 2)
 
 
 def member_entry(family_dir: Path, model_dir: Path, head: int, name: str, **extra) -> dict:
