@@ -72,23 +72,36 @@ def tiny_lm_dir(tmp_path_factory, tiny_tokenizer):
     return str(path)
 
 
-@pytest.fixture(scope="session")
-def tiny_reward_dir(tmp_path_factory, tiny_tokenizer):
+def build_reward_model(tmp_path_factory, tokenizer, seed: int) -> str:
     import torch
     from transformers import AutoModelForSequenceClassification
 
     from robustpo.tiny import tiny_config
 
-    cfg = tiny_config("llama", len(tiny_tokenizer), hidden_size=32, pad_token_id=tiny_tokenizer.pad_token_id,
-                      bos_token_id=tiny_tokenizer.bos_token_id, eos_token_id=tiny_tokenizer.eos_token_id)
+    cfg = tiny_config("llama", len(tokenizer), hidden_size=32, pad_token_id=tokenizer.pad_token_id,
+                      bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
     cfg.num_labels = 1
-    torch.manual_seed(2)
+    torch.manual_seed(seed)
     model = AutoModelForSequenceClassification.from_config(cfg)
     path = tmp_path_factory.mktemp("rm")
     model.save_pretrained(path)
-    tiny_tokenizer.save_pretrained(path)
+    tokenizer.save_pretrained(path)
     state_num_labels(path)
     return str(path)
+
+
+@pytest.fixture(scope="session")
+def tiny_reward_dir(tmp_path_factory, tiny_tokenizer):
+    return build_reward_model(tmp_path_factory, tiny_tokenizer, seed=2)
+
+
+@pytest.fixture(scope="session")
+def tiny_family_dir(tmp_path_factory, tiny_tokenizer, tiny_reward_dir):
+    """A family of two reward models (robustpo.rewards.assemble_family), member 0 = tiny_reward_dir."""
+    from robustpo.rewards import assemble_family
+
+    second = build_reward_model(tmp_path_factory, tiny_tokenizer, seed=4)
+    return str(assemble_family([tiny_reward_dir, second], tmp_path_factory.mktemp("family"))), second
 
 
 def state_num_labels(path) -> None:

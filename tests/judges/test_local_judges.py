@@ -108,6 +108,20 @@ def test_reward_model_judge_is_sigmoid_of_the_reward_difference(tiny_reward_dir)
     assert judge.name == f"reward:{tiny_reward_dir}"
 
 
+def test_family_folder_judge_mean_and_member(tiny_family_dir, tiny_reward_dir):
+    """Family scores against the members' single-model scores (checked above by hand)."""
+    family_dir, second_dir = tiny_family_dir
+    prompts, a, b = ["the cat", "a dog"], [" sat on the mat", " ran"], [" ran in the park", " sat"]
+    r0 = load_judge(f"reward:{tiny_reward_dir}")
+    r1 = load_judge(f"reward:{second_dir}")
+    ra0, rb0, ra1, rb1 = r0.score(prompts, a), r0.score(prompts, b), r1.score(prompts, a), r1.score(prompts, b)
+    sig = lambda x: 1 / (1 + math.exp(-x))  # noqa: E731
+    mean = load_judge(f"family:{family_dir}").compare(prompts, a, b)
+    assert mean == pytest.approx([sig((ra0[i] + ra1[i]) / 2 - (rb0[i] + rb1[i]) / 2) for i in range(2)], abs=1e-4)
+    member1 = load_judge(f"family:{family_dir}", member=1).compare(prompts, a, b)
+    assert member1 == pytest.approx([sig(ra1[i] - rb1[i]) for i in range(2)], abs=1e-4)
+
+
 def test_lm_judge_reads_label_probabilities(tiny_lm_dir):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
