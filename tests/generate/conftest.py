@@ -1,5 +1,3 @@
-import json
-
 import pytest
 
 from genhelpers import PROMPT_TEXTS
@@ -32,7 +30,4 @@ def tiny_reward_dir(tmp_path_factory, tiny_policy_dir):
     path = tmp_path_factory.mktemp("reward")
     AutoModelForSequenceClassification.from_config(cfg).save_pretrained(path)
     tok.save_pretrained(path)
-    # transformers 5 stores only id2label; robustpo.rewards reads a missing num_labels as 2.
-    cfg_path = path / "config.json"
-    cfg_path.write_text(json.dumps({**json.loads(cfg_path.read_text()), "num_labels": 1}))
     return str(path)

@@ -86,7 +86,6 @@ def build_reward_model(tmp_path_factory, tokenizer, seed: int) -> str:
     path = tmp_path_factory.mktemp("rm")
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
-    state_num_labels(path)
     return str(path)
 
 
@@ -103,12 +102,3 @@ def tiny_family_dir(tmp_path_factory, tiny_tokenizer, tiny_reward_dir):
     second = build_reward_model(tmp_path_factory, tiny_tokenizer, seed=4)
     return str(assemble_family([tiny_reward_dir, second], tmp_path_factory.mktemp("family"))), second
 
-
-def state_num_labels(path) -> None:
-    """Write num_labels=1 into config.json. transformers 5 stores only id2label, and
-    robustpo.rewards.family.model_num_labels reads a missing num_labels as 2 (see the
-    xfail test in test_local_judges.py)."""
-    cfg_path = Path(path) / "config.json"
-    cfg = json.loads(cfg_path.read_text())
-    cfg["num_labels"] = len(cfg.get("id2label") or {"0": 0})
-    cfg_path.write_text(json.dumps(cfg))
