@@ -16,18 +16,18 @@ def test_gold_reward_by_hand():
     """Items of the document: apple, river, stone (3).
 
     "apple river river tiger the": covered {apple, river} = 2, one repeat (river), one
-    invented item (tiger), 5 words:  4·2/3 − 1·1 − 0.5·1 + 0.15·5 = 2.6667 − 1.5 + 0.75 = 1.9167.
-    "apple river stone": 4·3/3 + 0.15·3 = 4.45.  "" : 0.
+    invented item (tiger), 5 words:  4·2/3 − 1·1 − 0.5·1 + 0.25·5 = 2.6667 − 1.5 + 1.25 = 2.4167.
+    "apple river stone": 4·3/3 + 0.25·3 = 4.75.  "" : 0.
     """
-    assert gold_reward(PROMPT, "apple river river tiger the") == pytest.approx(1.9166667, abs=1e-6)
-    assert gold_reward(PROMPT, "apple river stone") == pytest.approx(4.45)
+    assert gold_reward(PROMPT, "apple river river tiger the") == pytest.approx(2.4166667, abs=1e-6)
+    assert gold_reward(PROMPT, "apple river stone") == pytest.approx(4.75)
     assert gold_reward(PROMPT, "") == 0.0
     # A word that is neither an item nor a filler (here a template word) counts as invented.
-    assert gold_reward(PROMPT, "summary") == pytest.approx(-1.0 + 0.15)
+    assert gold_reward(PROMPT, "summary") == pytest.approx(-1.0 + 0.25)
 
 
 def test_content_dominates_length():
-    """A filler word adds exactly LENGTH_BONUS; one more item is worth at least 4/6 > LENGTH_BONUS."""
+    """A filler word adds exactly LENGTH_BONUS (0.25); one more item is worth 4/|items| ≥ 1 on top."""
     base = gold_reward(PROMPT, "apple")
     assert gold_reward(PROMPT, "apple the") - base == pytest.approx(LENGTH_BONUS)
     assert gold_reward(PROMPT, "apple river") - base > 4 * LENGTH_BONUS
@@ -37,7 +37,7 @@ def test_content_dominates_length():
 
 def test_gold_judge_is_the_bradley_terry_probability():
     a, b = "apple river stone", "apple"
-    delta = (4 * 3 / 3 + 0.45) - (4 * 1 / 3 + 0.15)  # by hand from the reward's definition
+    delta = (4 * 3 / 3 + 0.75) - (4 * 1 / 3 + 0.25)  # by hand from the reward's definition
     p = gold_judge([PROMPT, PROMPT], [a, b], [b, a])
     assert p[0] == pytest.approx(1 / (1 + math.exp(-delta)))
     assert p[0] + p[1] == pytest.approx(1.0)  # symmetric: both-order judging cannot disagree

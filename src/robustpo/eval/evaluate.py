@@ -25,7 +25,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from robustpo.eval import metrics
-from robustpo.eval.sampling import (Sample, check_same_vocabulary, encode_prompt, load_causal_lm,
+from robustpo.eval.sampling import (Sample, check_same_vocabulary, encode_prompts, load_causal_lm,
                                     sample_responses, score_logps)
 
 GoldFn = Callable[[list, list[str]], Sequence[float]]  # (prompts, responses) -> rewards
@@ -61,7 +61,7 @@ def _draw(model, tokenizer, prompts: list, settings: EvalSettings, seed: int) ->
     samples = sample_responses(model, tokenizer, prompts, n=settings.samples_per_prompt,
                                max_new_tokens=settings.max_new_tokens, temperature=settings.temperature,
                                top_p=settings.top_p, seed=seed, batch_size=settings.batch_size)
-    encoded = [encode_prompt(tokenizer, p) for p in prompts]
+    encoded = encode_prompts(tokenizer, prompts)
     prompt_ids = [encoded[s.prompt_index] for s in samples]
     logps = score_logps(model, prompt_ids, [s.token_ids for s in samples],
                         pad_token_id=tokenizer.pad_token_id, batch_size=settings.batch_size).numpy()

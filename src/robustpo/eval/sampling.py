@@ -55,6 +55,13 @@ def encode_prompt(tokenizer, prompt) -> list[int]:
     return tokenizer(prompt)["input_ids"]
 
 
+def encode_prompts(tokenizer, prompts: list) -> list[list[int]]:
+    """`encode_prompt` for many prompts; plain strings go through the tokenizer in one batch."""
+    if all(isinstance(p, str) for p in prompts):
+        return tokenizer(list(prompts))["input_ids"] if prompts else []
+    return [encode_prompt(tokenizer, p) for p in prompts]
+
+
 def encode_response(tokenizer, response: str, *, add_eos: bool = True) -> list[int]:
     ids = tokenizer(response, add_special_tokens=False)["input_ids"]
     return ids + [tokenizer.eos_token_id] if add_eos else ids
@@ -72,7 +79,8 @@ def sample_responses(model, tokenizer, prompts: list, *, n: int = 1, max_new_tok
         do_sample=temperature > 0, temperature=temperature if temperature > 0 else None,
         top_k=0 if temperature > 0 else None, top_p=top_p if temperature > 0 else None,
         max_new_tokens=max_new_tokens, pad_token_id=pad, eos_token_id=eos)
-    jobs = [(i, encode_prompt(tokenizer, p)) for i, p in enumerate(prompts) for _ in range(n)]
+    encoded = encode_prompts(tokenizer, prompts)
+    jobs = [(i, ids) for i, ids in enumerate(encoded) for _ in range(n)]
     device = next(model.parameters()).device
     samples: list[Sample] = []
     with torch.random.fork_rng(devices=[]):

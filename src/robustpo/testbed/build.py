@@ -62,7 +62,7 @@ class TestbedConfig:
     @classmethod
     def quick(cls, **overrides) -> "TestbedConfig":
         """A smaller testbed for tests and `--quick` runs (reference in ~10 s)."""
-        base = dict(n_demonstrations=2000, reference_steps=250, n_train_pairs=128,
+        base = dict(n_demonstrations=2000, reference_steps=250, reference_batch_size=32, n_train_pairs=128,
                     n_validation_pairs=64, n_test_prompts=64)
         return cls(**{**base, **overrides})
 
@@ -157,7 +157,7 @@ def _build_reference(config: TestbedConfig, ref_root: Path, log) -> None:
     stats = train_reference(prompts, demos, tmp, seed=config.seed, steps=config.reference_steps,
                             batch_size=config.reference_batch_size, lr=config.reference_lr,
                             hidden_size=config.hidden_size, num_layers=config.num_layers,
-                            num_heads=config.num_heads, log_every=max(1, config.reference_steps // 4))
+                            num_heads=config.num_heads, log_every=max(1, config.reference_steps // 4), log=log)
     if (ref_root / "model").exists():  # a half-finished earlier build: its manifest is missing
         shutil.rmtree(ref_root / "model")
     os.replace(tmp, ref_root / "model")

@@ -21,6 +21,7 @@ def register(subparsers) -> None:
 
 def run(args) -> int:
     import json
+    import sys
 
     from robustpo.testbed.build import TestbedConfig, build, with_overrides
 
@@ -29,7 +30,8 @@ def run(args) -> int:
                             rhos=tuple(args.rho) if args.rho else None,
                             deterministic_labels=args.deterministic_labels or None,
                             n_reference_samples=args.reference_samples)
-    tb = build(config)
+    # Progress to stderr, so that stdout is the JSON alone (scripts can parse it).
+    tb = build(config, log=lambda message: print(message, file=sys.stderr, flush=True))
     print(json.dumps({
         "reference": str(tb.reference_path),
         "train": {f"{rho:g}": str(path) for rho, path in tb.train_paths.items()},

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from robustpo.eval.sampling import encode_prompt, encode_response
+from robustpo.eval.sampling import encode_prompts
 from robustpo.testbed.task import FILLERS, ITEMS, TEMPLATE_WORDS
 from robustpo.tiny import SPECIAL_TOKENS, tiny_config
 
@@ -52,7 +52,7 @@ def _batches(examples: list[tuple[list[int], list[int]]], batch_size: int, pad_i
 def train_reference(prompts: list[str], demonstrations: list[str], out_dir: str | Path, *,
                     seed: int = 0, steps: int = 600, batch_size: int = 64, lr: float = 3e-3,
                     hidden_size: int = 64, num_layers: int = 2, num_heads: int = 4,
-                    log_every: int = 0) -> dict:
+                    log_every: int = 0, log=print) -> dict:
     """SFT a tiny Llama on (prompt, demonstration) pairs; save model + tokenizer to `out_dir`.
 
     Loss on response tokens only (EOS included, so the policy learns when to stop);
@@ -67,8 +67,9 @@ def train_reference(prompts: list[str], demonstrations: list[str], out_dir: str 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = AutoModelForCausalLM.from_config(config)
-    examples = [(encode_prompt(tokenizer, p), encode_response(tokenizer, d))
-                for p, d in zip(prompts, demonstrations, strict=True)]
+    # Same ids as robustpo.data.tokenize gives the training loop: prompt, then response + EOS.
+    responses = tokenizer(list(demonstrations), add_special_tokens=False)["input_ids"]
+    examples = [(p, r + [tokenizer.eos_token_id]) for p, r in zip(encode_prompts(tokenizer, prompts), responses, strict=True)]
     generator = torch.Generator().manual_seed(seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01, betas=(0.9, 0.98))
     warmup = max(1, steps // 20)
@@ -85,8 +86,7 @@ def train_reference(prompts: list[str], demonstrations: list[str], out_dir: str 
         optimizer.zero_grad(set_to_none=True)
         losses.append(loss.item())
         if log_every and (step + 1) % log_every == 0:
-            print(f"  reference SFT step {step + 1}/{steps}  loss {sum(losses[-log_every:]) / log_every:.3f}",
-                  flush=True)
+            log(f"  reference SFT step {step + 1}/{steps}  loss {sum(losses[-log_every:]) / log_every:.3f}")
     model.eval()
     # The model's saved generation config should not impose top-k etc. on other samplers.
     model.generation_config.do_sample = True
