@@ -43,8 +43,12 @@ def _add_judge_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", action="store_true",
                    help="continue an earlier run in OUT (the default whenever OUT exists; accepted for symmetry)")
     p.add_argument("--no-progress", action="store_true")
+    import textwrap
+
+    # Raw formatting keeps the spec table's columns; the description is wrapped by hand.
     p.epilog = JUDGE_SPEC_HELP
     p.formatter_class = argparse.RawDescriptionHelpFormatter
+    p.description = textwrap.fill(p.description or "", 88)
 
 
 def _log_path(args) -> str:
@@ -115,7 +119,11 @@ def cmd_label(args) -> int:
 
 def register(subparsers) -> None:
     g = subparsers.add_parser("generate", help="sample N completions per prompt",
-                              description="Sample N completions per prompt (resumable, append-only output).")
+                              description="Sample N completions per prompt (resumable, append-only output). "
+                                          "Prompts: rows with 'prompt', a string or a list of {role, content} "
+                                          "messages (rendered with the chat template). Output: one row per "
+                                          "prompt, {prompt, completions: [N strings], meta}, which "
+                                          "`robustpo rank` reads.")
     g.add_argument("--model", required=True, help="model folder or hub id")
     g.add_argument("--prompts", required=True, help="rows with 'prompt' (string or chat messages)")
     g.add_argument("--out", required=True, help="output JSONL: {prompt, completions, meta} per prompt")
@@ -135,7 +143,13 @@ def register(subparsers) -> None:
     g.set_defaults(func=cmd_generate)
 
     r = subparsers.add_parser("rank", help="rank completions with a pairwise judge; write preference pairs",
-                              description="Iterative pairwise ranking (Chen et al., arXiv 2411.05875).")
+                              description="Iterative pairwise ranking (Chen et al., arXiv 2411.05875). "
+                                          "tournament: winner stays finds the best in N-1 comparisons, loser "
+                                          "stays the worst (2N-3 in all); insertion: a full ranking by binary "
+                                          "insertion, O(N log N); pointwise: score each completion with a "
+                                          "reward model. Output: canonical preference rows {prompt, chosen, "
+                                          "rejected, meta} (meta: ranking, best, worst, comparisons, judge "
+                                          "calls, order disagreements) that `robustpo train` reads.")
     r.add_argument("--in", dest="input", required=True, help="output of `robustpo generate`")
     r.add_argument("--out", required=True, help="canonical preference rows {prompt, chosen, rejected, meta}")
     r.add_argument("--strategy", default="tournament", choices=["tournament", "insertion", "pointwise"])
@@ -145,7 +159,11 @@ def register(subparsers) -> None:
     r.set_defaults(func=cmd_rank)
 
     lb = subparsers.add_parser("label", help="judge existing pairs; swap when the judge prefers the rejected",
-                               description="Relabel preference pairs with a judge.")
+                               description="Relabel preference pairs with a judge (both orders by "
+                                           "default): swap chosen and rejected when the judge prefers the "
+                                           "rejected; meta.label records the judge, prob_chosen_better, "
+                                           "swapped, tie. A 0.5 verdict is a tie: kept as it was "
+                                           "(--ties keep) or dropped (--ties drop).")
     lb.add_argument("--in", dest="input", required=True, help="preference rows {prompt, chosen, rejected}")
     lb.add_argument("--out", required=True)
     lb.add_argument("--ties", default="keep", choices=["keep", "drop"],
