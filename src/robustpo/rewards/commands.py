@@ -90,8 +90,9 @@ def run_score(args) -> int:
                            batch_size=args.batch_size, fmt=args.format, split=args.split, drop_empty=args.drop_empty,
                            overwrite=args.overwrite)
     resumed = result.rows - result.scored_now
-    note = f" ({resumed} from an interrupted run)" if resumed and result.scored_now else ""
     if result.scored_now == 0 and resumed:
-        note = " (already up to date)"
-    print(f"{result.rows} pairs scored by {len(result.members)} member(s){note}: {result.out_path}")
+        note = "already up to date"
+    else:
+        note = f"{result.scored_now} scored now" + (f", {resumed} from an interrupted run" if resumed else "")
+    print(f"{result.rows} pairs with rewards from {len(result.members)} member(s) in {result.out_path} ({note})")
     return 0

@@ -40,11 +40,20 @@ class FamilyError(RobustpoError):
     """A family folder, manifest or member that cannot be used as it is."""
 
 
-def _hash_files(paths: list[Path], *, sizes_only: bool = False) -> str:
+def _hash_files(paths: list[Path], *, sample: int | None = None) -> str:
+    """Hash of files' names and bytes; with `sample`, only size + first and last `sample` bytes."""
     h = hashlib.sha256()
     for p in paths:
         h.update(p.name.encode())
-        h.update(str(p.stat().st_size).encode() if sizes_only else p.read_bytes())
+        if sample is None:
+            h.update(p.read_bytes())
+            continue
+        size = p.stat().st_size
+        h.update(str(size).encode())
+        with open(p, "rb") as f:
+            h.update(f.read(sample))
+            f.seek(max(0, size - sample))
+            h.update(f.read(sample))
     return h.hexdigest()[:16]
 
 
@@ -53,10 +62,10 @@ def tokenizer_fingerprint(model_dir: Path) -> str:
 
 
 def weights_fingerprint(model_dir: Path) -> str:
-    """config.json's bytes plus the weight files' names and sizes: cheap for multi-GB models,
-    and a swapped or retrained member (another config or file layout) no longer matches."""
+    """config.json plus each weight file's size and first and last MiB: cheap for multi-GB
+    models, yet a retrained or swapped member (whose weights differ everywhere) no longer matches."""
     weights = sorted(p for p in model_dir.iterdir() if p.suffix in (".safetensors", ".bin"))
-    return _hash_files([model_dir / "config.json"]) + _hash_files(weights, sizes_only=True)
+    return _hash_files([model_dir / "config.json"]) + _hash_files(weights, sample=1 << 20)
 
 
 def model_num_labels(model_dir: Path) -> int:

@@ -20,7 +20,7 @@ Resume. Raw rewards are appended one flushed line per row to `OUT.partial` (firs
 fingerprint of the family, the data and the settings); a killed run reruns, skips the rows
 already there, and never scores a row twice. The final OUT is written whole and atomically
 only when every row is scored, then `OUT.partial` is removed. Normalization happens at that
-last step, so changing `normalize` never rescores.
+last step, from the raw rewards of every row.
 """
 
 from __future__ import annotations
