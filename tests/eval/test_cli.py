@@ -86,6 +86,26 @@ def test_eval_writes_json_markdown_and_real_pngs(evaluated):
         assert data.startswith(PNG_MAGIC) and len(data) > 5000, name
     assert result["settings"]["win_rate_interval"].startswith("95% percentile bootstrap")
     assert result["settings"]["samples_per_prompt"] == 2
+    assert "samples" not in result  # kept out of eval.json, in samples.jsonl instead
+
+
+def test_samples_file_lets_anyone_recompute_the_win_rate(evaluated, quick_testbed):
+    """Recompute from samples.jsonl alone: gold rewards from the texts with the task's own
+    function, and the win rate as the mean of 1 / ½ / 0 (two samples for every prompt, so
+    the mean of per-prompt means is the plain mean)."""
+    from robustpo.data.io import read_records
+    from robustpo.testbed.task import gold_reward
+
+    result, out = evaluated
+    rows = [r for r in read_records(out / "samples.jsonl") if r["policy_name"] == "noisy"]
+    assert len(rows) == 2 * quick_testbed.config.n_test_prompts
+    wins = []
+    for r in rows:
+        assert r["policy_gold"] == pytest.approx(gold_reward(r["prompt"], r["policy"]))
+        assert r["reference_gold"] == pytest.approx(gold_reward(r["prompt"], r["reference"]))
+        wins.append(1.0 if r["policy_gold"] > r["reference_gold"] else 0.5 if r["policy_gold"] == r["reference_gold"] else 0.0)
+    assert result["policies"]["noisy"]["gold_win_rate"] == pytest.approx(sum(wins) / len(wins))
+    assert result["policies"]["noisy"]["kl"] == pytest.approx(sum(r["kl_term"] for r in rows) / len(rows), abs=1e-6)
 
 
 def test_report_draws_runs_side_by_side(tmp_path):

@@ -20,7 +20,7 @@ def test_sampled_labels_follow_sigma_of_gold_difference():
     """Bin pairs by d = r*(a) − r*(b) ≥ 0 (a = the better one); in each bin the fraction of
     pairs labelled "a" must match the bin's mean σ(d) within 3.3 binomial standard errors
     (a ~99.9% interval per bin), and the bins must show the rise of σ itself."""
-    prompts, a, b = _demo_pairs(20000)
+    prompts, a, b = _demo_pairs(12000)
     rows = label_pairs(prompts, a, b, np.random.default_rng(7))
     d, better_chosen = [], []
     for r in rows:

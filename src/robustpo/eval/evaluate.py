@@ -122,6 +122,7 @@ def evaluate_policies(policies: dict[str, str | Path], reference_path: str | Pat
                       **({"gold_reward": float(ref_gold.mean()),
                           "gold_reward_se": summarize(ref_gold, index)["se"]} if gold_fn else {})},
         "policies": {},
+        "samples": {},   # per policy: one row per comparison; write_eval_outputs puts them in samples.jsonl
     }
     log(f"eval: reference sampled in {time.perf_counter() - started:.1f} s")
 
@@ -137,8 +138,13 @@ def evaluate_policies(policies: dict[str, str | Path], reference_path: str | Pat
         out = {"path": str(path), "length": float(_lengths(pol).mean()),
                "ended_rate": float(np.mean([s.ended for s in pol.samples])),
                "kl": kl["mean"], "kl_se": kl["se"], "kl_ci": [kl["mean"] - 1.96 * kl["se"], kl["mean"] + 1.96 * kl["se"]]}
+        rows = [{"prompt": p, "policy": t, "reference": r, "policy_ended": s.ended,
+                 "kl_term": float(k)} for p, t, r, s, k in zip(item_prompts, texts, ref_texts, pol.samples,
+                                                               pol.self_logps - ref_logps)]
         if gold_fn:
             gold = np.asarray(gold_fn(item_prompts, texts), float)
+            for row, g, rg in zip(rows, gold, ref_gold):
+                row.update(policy_gold=float(g), reference_gold=float(rg))
             wins = summarize(metrics.paired_wins(gold, ref_gold), index)
             reward = summarize(gold, index)
             out.update(gold_reward=reward["mean"], gold_reward_se=reward["se"],
@@ -147,17 +153,20 @@ def evaluate_policies(policies: dict[str, str | Path], reference_path: str | Pat
             from robustpo.judges import judge_both_orders
 
             verdicts = judge_both_orders(judge, item_prompts, texts, ref_texts)
+            for row, prob in zip(rows, verdicts.probs):
+                row["judge_p_policy"] = prob
             wins = summarize(verdicts.probs, index)
             out.update(judge=getattr(judge, "name", type(judge).__name__), judge_win_rate=wins["mean"],
                        judge_win_rate_ci=wins["ci"], judge_disagreement_rate=verdicts.disagreement_rate)
         source = "gold" if gold_fn else "judge"
         out.update(win_rate=out[f"{source}_win_rate"], win_rate_ci=out[f"{source}_win_rate_ci"], win_rate_by=source)
-        rows = train_pairs.get(name) if isinstance(train_pairs, dict) else train_pairs
-        if rows:
-            out["train_pairs"] = _train_pair_logratios(policy, reference, tokenizer, rows, settings)
+        pairs = train_pairs.get(name) if isinstance(train_pairs, dict) else train_pairs
+        if pairs:
+            out["train_pairs"] = _train_pair_logratios(policy, reference, tokenizer, pairs, settings)
             out["logratio_chosen"] = out["train_pairs"]["logratio_chosen"]
         out["seconds"] = time.perf_counter() - started
         result["policies"][name] = out
+        result["samples"][name] = rows
         log(f"eval: {name}: win rate {out['win_rate']:.3f} [{out['win_rate_ci'][0]:.3f}, {out['win_rate_ci'][1]:.3f}]"
             f" ({source}), KL {out['kl']:.3f} ± {out['kl_se']:.3f}, length {out['length']:.1f}"
             f" in {out['seconds']:.1f} s")

@@ -14,7 +14,7 @@ import json
 import math
 from pathlib import Path
 
-from robustpo.data.io import atomic_path, read_records, write_json_atomic
+from robustpo.data.io import atomic_path, read_records, write_json_atomic, write_jsonl_atomic
 
 CURVE_PANELS = [  # (title, [(metric key, line style)])
     ("reward margin  β·(Δ(w) − Δ(l))", [("rewards/margins", "-")]),
@@ -54,7 +54,8 @@ def markdown_table(result: dict) -> str:
     has_gold = "gold_reward" in result["reference"]
     has_judge = any("judge_win_rate" in p for p in policies.values())
     has_pairs = any("train_pairs" in p for p in policies.values())
-    head = ["method", "win rate vs ref [95% CI]"]
+    by = next(iter(policies.values()))["win_rate_by"] if policies else ""
+    head = ["method", f"win rate vs ref ({by}) [95% CI]"]
     head += ["judge win rate [95% CI]", "judge order disagreement"] if has_judge and has_gold else []
     head += ["gold reward"] if has_gold else []
     head += ["length", "KL(π‖π_ref) ± se"]
@@ -201,8 +202,10 @@ def write_report(run_dirs: list[str | Path], out_dir: str | Path, *, names: list
 def write_eval_outputs(result: dict, out_dir: str | Path) -> dict[str, Path]:
     """eval.json, eval.md and PNG plots (win rates, reward vs KL, training curves when found)."""
     out_dir = Path(out_dir)
-    paths = {"json": out_dir / "eval.json", "markdown": out_dir / "eval.md"}
-    write_json_atomic(paths["json"], result)
+    paths = {"json": out_dir / "eval.json", "markdown": out_dir / "eval.md", "samples": out_dir / "samples.jsonl"}
+    samples = result.get("samples", {})
+    write_json_atomic(paths["json"], {k: v for k, v in result.items() if k != "samples"})
+    write_jsonl_atomic(paths["samples"], [{"policy_name": name, **row} for name, rows in samples.items() for row in rows])
     paths["win_rates"] = plot_win_rates(result, out_dir / "win_rates.png")
     paths["reward_vs_kl"] = plot_reward_vs_kl(result, out_dir / "reward_vs_kl.png")
     md = ["# Evaluation", "", markdown_table(result), "",

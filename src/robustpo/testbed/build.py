@@ -15,6 +15,7 @@ asking for a new ρ only subsamples the cached pool. Every file is written atomi
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -130,17 +131,36 @@ def build(config: TestbedConfig | None = None, *, log: Callable[[str], None] = p
     config = config or TestbedConfig()
     cache = Path(config.cache_dir) if config.cache_dir else default_cache_dir()
     ref_root = cache / f"reference-{config.reference_key()}"
-    if not (ref_root / "manifest.json").exists():
-        _build_reference(config, ref_root, log)
     root = ref_root / f"pairs-{config.pairs_key()}"
     if not (root / "manifest.json").exists():
-        _build_pairs(config, ref_root / "model", root, log)
+        with _exclusive(ref_root / ".lock"):  # parallel runs (a grid) wait here instead of racing
+            if not (ref_root / "manifest.json").exists():
+                _build_reference(config, ref_root, log)
+            if not (root / "manifest.json").exists():
+                _build_pairs(config, ref_root / "model", root, log)
     stats = {**json.loads((ref_root / "manifest.json").read_text()), **json.loads((root / "manifest.json").read_text())}
     tb = Testbed(config, root, ref_root / "model", root / "pool.jsonl", root / "validation.jsonl",
                  root / "test_prompts.jsonl", stats)
     for rho in config.rhos:
         tb.dataset(rho)
     return tb
+
+
+@contextlib.contextmanager
+def _exclusive(lock_path: Path):
+    """An advisory inter-process lock (POSIX); a no-op where fcntl does not exist."""
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    with open(lock_path, "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def _build_reference(config: TestbedConfig, ref_root: Path, log) -> None:
