@@ -6,7 +6,7 @@ import shutil
 import pytest
 import torch
 
-from conftest import write_rows
+from rewardtesting import write_rows
 from robustpo.cli import main
 from robustpo.errors import DataError
 from robustpo.rewards import FamilyError, assemble_family, load_family, score_dataset

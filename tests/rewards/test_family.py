@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import reward_config, write_rows
+from rewardtesting import reward_config, write_rows
 from robustpo.errors import ConfigError
 from robustpo.rewards import load_family
 from robustpo.rewards.synthetic import make_pairs

@@ -10,7 +10,7 @@ import time
 import pytest
 import torch
 
-from conftest import write_rows
+from rewardtesting import write_rows
 from robustpo.data.io import read_records
 from robustpo.data.schema import load_preferences
 from robustpo.rewards import load_family, score_dataset
