@@ -29,7 +29,9 @@ from robustpo.data.io import file_fingerprint, fingerprint, read_records, write_
 from robustpo.testbed import pairs as pairs_mod
 from robustpo.testbed import task
 
-_SOURCES = [Path(__file__).with_name(n) for n in ("task.py", "reference.py", "pairs.py", "build.py")]
+# Code each stage depends on: editing it invalidates that stage's cache (and those after it).
+_REFERENCE_SOURCES = [Path(__file__).with_name(n) for n in ("task.py", "reference.py")]
+_PAIRS_SOURCES = [Path(__file__).with_name(n) for n in ("pairs.py", "build.py")]
 
 
 def default_cache_dir() -> Path:
@@ -70,12 +72,13 @@ class TestbedConfig:
     def reference_key(self) -> str:
         keys = ("seed", "n_demonstrations", "reference_steps", "reference_batch_size", "reference_lr",
                 "hidden_size", "num_layers", "num_heads")
-        return fingerprint({k: getattr(self, k) for k in keys}, [file_fingerprint(p) for p in _SOURCES])
+        return fingerprint({k: getattr(self, k) for k in keys}, [file_fingerprint(p) for p in _REFERENCE_SOURCES])
 
     def pairs_key(self) -> str:
         keys = ("n_train_pairs", "pool_factor", "n_validation_pairs", "n_test_prompts",
                 "deterministic_labels", "max_new_tokens", "n_reference_samples")
-        return fingerprint(self.reference_key(), {k: getattr(self, k) for k in keys})
+        return fingerprint(self.reference_key(), {k: getattr(self, k) for k in keys},
+                           [file_fingerprint(p) for p in _PAIRS_SOURCES])
 
 
 @dataclass
@@ -173,6 +176,8 @@ def _build_reference(config: TestbedConfig, ref_root: Path, log) -> None:
     demos = [task.demonstration(p, rng) for p in prompts]
     log(f"testbed: training the reference policy ({config.reference_steps} steps on "
         f"{len(demos)} demonstrations)")
+    for stale in ref_root.glob(".model-*.tmp"):  # left by a killed build (we hold the lock)
+        shutil.rmtree(stale, ignore_errors=True)
     tmp = ref_root / f".model-{os.getpid()}.tmp"
     stats = train_reference(prompts, demos, tmp, seed=config.seed, steps=config.reference_steps,
                             batch_size=config.reference_batch_size, lr=config.reference_lr,
@@ -233,7 +238,8 @@ def _build_pairs(config: TestbedConfig, reference_path: Path, root: Path, log) -
         "random_gold_reward": float(np.mean(random_gold)),
         "length_gold_correlation": float(np.corrcoef([len(t.split()) for t in a + b], samples_gold)[0, 1]),
         "pairs_seconds": time.perf_counter() - started,
-        "config": {k: v for k, v in asdict(config).items() if k != "cache_dir"},
+        # rhos are not part of this stage (any ρ is subsampled from the pool on request).
+        "config": {k: v for k, v in asdict(config).items() if k not in ("cache_dir", "rhos")},
     }
     write_jsonl_atomic(root / "pool.jsonl", pool)
     write_jsonl_atomic(root / "validation.jsonl", validation)
