@@ -11,7 +11,7 @@ def register(subparsers) -> None:
     p = subparsers.add_parser(
         "eval", help="win rate, gold reward, length and KL of policies against their reference",
         description="Sample each policy and the reference on held-out prompts; report the win rate against the "
-                    "reference (gold reward function and/or a pairwise judge in both orders, 95%% percentile "
+                    "reference (gold reward function and/or a pairwise judge in both orders, 95% percentile "
                     "bootstrap interval over prompts), mean gold reward, mean length, KL(pi||pi_ref) from the "
                     "policy's own samples with its standard error, and on training pairs the mean log-ratios "
                     "of chosen and rejected responses. Writes eval.json, eval.md and PNG plots to --out.")

@@ -56,7 +56,7 @@ class TestbedConfig:
     rhos: tuple[float, ...] = (0.2,)
     pool_factor: float = 4.0        # pool prompts = pool_factor * n_train_pairs
     n_validation_pairs: int = 256
-    n_test_prompts: int = 128
+    n_test_prompts: int = 256       # 1 sample each: win-rate CI half-width ≈ ±0.06
     deterministic_labels: bool = False
     max_new_tokens: int = 12        # demonstrations have at most 6 words
     n_reference_samples: int = 0    # extra reference samples per row (`reference_samples` column)
