@@ -2,8 +2,9 @@
 scored data -> `robustpo train --loss e_dpo`, all on CPU with tiny models.
 
 No accuracy bar: a tiny model trained from scratch on a few hundred dialogues learns only
-shallow cues. Measured (seed 0): 0.63 held-out accuracy for one member trained one epoch on
-the full 2,077-pair training split (231 held out); see the slow test for the family figure.
+shallow cues. Measured (seed 0, one epoch, max_length 96): on the full split (2,077 train /
+231 held out) the three bootstrap members reach 0.558, 0.593, 0.584 and their mean 0.602
+(ECE 0.045, Brier 0.237); on the 400-row default test (40 held out) 0.625 and 0.600.
 """
 
 import json
