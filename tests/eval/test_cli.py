@@ -65,7 +65,8 @@ def test_policy_equal_to_reference_wins_half_with_zero_kl(evaluated):
     assert pairs["n_pairs"] == 128 and abs(pairs["logratio_chosen"]) < 1e-5 and abs(pairs["logratio_rejected"]) < 1e-5
     # The gold reward of the identical policy is the reference's, within sampling error.
     ref = result["reference"]
-    assert abs(same["gold_reward"] - ref["gold_reward"]) < 4 * (same["gold_reward_se"] ** 2 + ref["gold_reward_se"] ** 2) ** 0.5
+    se = (same["gold_reward_se"] ** 2 + ref["gold_reward_se"] ** 2) ** 0.5
+    assert abs(same["gold_reward"] - ref["gold_reward"]) < 4 * se
 
 
 def test_a_different_policy_has_positive_kl_and_nonzero_log_ratios(evaluated):
@@ -103,7 +104,8 @@ def test_samples_file_lets_anyone_recompute_the_win_rate(evaluated, quick_testbe
     for r in rows:
         assert r["policy_gold"] == pytest.approx(gold_reward(r["prompt"], r["policy"]))
         assert r["reference_gold"] == pytest.approx(gold_reward(r["prompt"], r["reference"]))
-        wins.append(1.0 if r["policy_gold"] > r["reference_gold"] else 0.5 if r["policy_gold"] == r["reference_gold"] else 0.0)
+        mine, theirs = r["policy_gold"], r["reference_gold"]
+        wins.append(1.0 if mine > theirs else 0.5 if mine == theirs else 0.0)
     assert result["policies"]["noisy"]["gold_win_rate"] == pytest.approx(sum(wins) / len(wins))
     assert result["policies"]["noisy"]["kl"] == pytest.approx(sum(r["kl_term"] for r in rows) / len(rows), abs=1e-6)
 

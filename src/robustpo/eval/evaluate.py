@@ -90,7 +90,8 @@ def _train_pair_logratios(policy, reference, tokenizer, rows: list[dict], settin
 
 
 def evaluate_policies(policies: dict[str, str | Path], reference_path: str | Path, prompts: list, *,
-                      gold_fn: GoldFn | None = None, judge=None, train_pairs: dict[str, list[dict]] | list[dict] | None = None,
+                      gold_fn: GoldFn | None = None, judge=None,
+                      train_pairs: dict[str, list[dict]] | list[dict] | None = None,
                       settings: EvalSettings | None = None, log: Callable[[str], None] = print) -> dict:
     """Evaluate each named policy against `reference_path` on `prompts`.
 
@@ -105,7 +106,8 @@ def evaluate_policies(policies: dict[str, str | Path], reference_path: str | Pat
 
         raise ConfigError("evaluation needs a gold reward function or a judge to compute win rates")
     settings = settings or EvalSettings()
-    summarize = lambda v, idx: metrics.summarize(v, idx, seed=settings.seed, n_resamples=settings.bootstrap_resamples)  # noqa: E731
+    def summarize(values, index) -> dict:
+        return metrics.summarize(values, index, seed=settings.seed, n_resamples=settings.bootstrap_resamples)
 
     reference, tokenizer = load_causal_lm(resolve_model_path(reference_path), device=settings.device)
     started = time.perf_counter()
@@ -137,7 +139,8 @@ def evaluate_policies(policies: dict[str, str | Path], reference_path: str | Pat
         kl = summarize(pol.self_logps - ref_logps, index)
         out = {"path": str(path), "length": float(_lengths(pol).mean()),
                "ended_rate": float(np.mean([s.ended for s in pol.samples])),
-               "kl": kl["mean"], "kl_se": kl["se"], "kl_ci": [kl["mean"] - 1.96 * kl["se"], kl["mean"] + 1.96 * kl["se"]]}
+               "kl": kl["mean"], "kl_se": kl["se"],
+               "kl_ci": [kl["mean"] - 1.96 * kl["se"], kl["mean"] + 1.96 * kl["se"]]}  # normal interval
         rows = [{"prompt": p, "policy": t, "reference": r, "policy_ended": s.ended,
                  "kl_term": float(k)} for p, t, r, s, k in zip(item_prompts, texts, ref_texts, pol.samples,
                                                                pol.self_logps - ref_logps)]

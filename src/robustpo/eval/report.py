@@ -205,7 +205,8 @@ def write_eval_outputs(result: dict, out_dir: str | Path) -> dict[str, Path]:
     paths = {"json": out_dir / "eval.json", "markdown": out_dir / "eval.md", "samples": out_dir / "samples.jsonl"}
     samples = result.get("samples", {})
     write_json_atomic(paths["json"], {k: v for k, v in result.items() if k != "samples"})
-    write_jsonl_atomic(paths["samples"], [{"policy_name": name, **row} for name, rows in samples.items() for row in rows])
+    write_jsonl_atomic(paths["samples"], [{"policy_name": name, **row}
+                                          for name, rows in samples.items() for row in rows])
     paths["win_rates"] = plot_win_rates(result, out_dir / "win_rates.png")
     paths["reward_vs_kl"] = plot_reward_vs_kl(result, out_dir / "reward_vs_kl.png")
     md = ["# Evaluation", "", markdown_table(result), "",

@@ -202,8 +202,9 @@ def _build_pairs(config: TestbedConfig, reference_path: Path, root: Path, log) -
     def sample_pairs(stream: str, n_prompts: int) -> tuple[list[str], list[str], list[str], list[list[str]]]:
         prompts = task.generate_prompts(n_prompts, task.seeded_rng(config.seed, stream))
         per = 2 + extra
-        texts = [s.text for s in sample_responses(model, tokenizer, prompts, n=per, max_new_tokens=config.max_new_tokens,
-                                                  seed=config.seed, batch_size=512)]
+        samples = sample_responses(model, tokenizer, prompts, n=per, max_new_tokens=config.max_new_tokens,
+                                   seed=config.seed, batch_size=512)
+        texts = [s.text for s in samples]
         extras = [[t for t in texts[i * per + 2:(i + 1) * per] if t.strip()] for i in range(n_prompts)]
         return prompts, texts[0::per], texts[1::per], extras
 

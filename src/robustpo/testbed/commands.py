@@ -9,11 +9,14 @@ def register(subparsers) -> None:
         description="Train the testbed's reference policy and make gold-labelled preference pairs, length-biased "
                     "datasets for each --rho, an unbiased validation set and held-out test prompts. Everything "
                     "is seeded and cached by a fingerprint of the settings; prints the paths as JSON.")
-    p.add_argument("--rho", type=float, action="append", help="fraction of longer-preferred pairs (repeatable; default 0.2)")
+    p.add_argument("--rho", type=float, action="append",
+                   help="fraction of longer-preferred pairs (repeatable; default 0.2)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--train-pairs", type=int, help="pairs per ρ dataset")
-    p.add_argument("--deterministic-labels", action="store_true", help="argmax gold labels instead of one sampled annotation")
-    p.add_argument("--reference-samples", type=int, help="extra reference samples per row (for the KL term of p_dpo/e_dpo)")
+    p.add_argument("--deterministic-labels", action="store_true",
+                   help="argmax gold labels instead of one sampled annotation")
+    p.add_argument("--reference-samples", type=int,
+                   help="extra reference samples per row (for the KL term of p_dpo/e_dpo)")
     p.add_argument("--quick", action="store_true", help="a smaller, faster testbed (for trying things out)")
     p.add_argument("--cache-dir", help="default: $ROBUSTPO_CACHE/testbed or ~/.cache/robustpo/testbed")
     p.set_defaults(func=run)

@@ -69,7 +69,8 @@ def train_reference(prompts: list[str], demonstrations: list[str], out_dir: str 
         model = AutoModelForCausalLM.from_config(config)
     # Same ids as robustpo.data.tokenize gives the training loop: prompt, then response + EOS.
     responses = tokenizer(list(demonstrations), add_special_tokens=False)["input_ids"]
-    examples = [(p, r + [tokenizer.eos_token_id]) for p, r in zip(encode_prompts(tokenizer, prompts), responses, strict=True)]
+    examples = [(p, r + [tokenizer.eos_token_id])
+                for p, r in zip(encode_prompts(tokenizer, prompts), responses, strict=True)]
     generator = torch.Generator().manual_seed(seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01, betas=(0.9, 0.98))
     warmup = max(1, steps // 20)
@@ -77,7 +78,8 @@ def train_reference(prompts: list[str], demonstrations: list[str], out_dir: str 
         (s + 1) / warmup, 0.5 * (1 + math.cos(math.pi * min(1.0, s / steps)))))
     model.train()
     started, losses = time.perf_counter(), []
-    for step, (ids, labels, attention) in zip(range(steps), _batches(examples, batch_size, tokenizer.pad_token_id, generator)):
+    batches = _batches(examples, batch_size, tokenizer.pad_token_id, generator)
+    for step, (ids, labels, attention) in zip(range(steps), batches):
         loss = model(input_ids=ids, attention_mask=attention.long(), labels=labels).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
