@@ -3,7 +3,8 @@
 Both variants see the same data and budget: the same training pairs, the same K bootstrap
 draws (head k of the multi-head model weights each pair by its count in draw k, the very
 draw independent member k trains on), the same epochs, batch size, learning rate and
-backbone. Cost: training wall time, scoring time, peak memory (each variant runs in its own
+backbone. Cost: training-loop wall time (and the whole `reward train` call, which adds the
+fixed costs: tokenizer and base model, loading, saving, held-out evaluation), scoring time, peak memory (each variant runs in its own
 process; we report the peak resident memory above the process's footprint after imports),
 parameters stored. Benefit, on held-out pairs: member accuracy, accuracy of the family
 mean, calibration (ECE, Brier) of the family mean, and member disagreement.
@@ -71,9 +72,12 @@ def run_variant(variant: str, args) -> dict:
     score_s = time.perf_counter() - start
     params = sum(p.numel() for m in family._models.values() for p in m.parameters())
     members = list(metrics["members"].values())
+    manifest = json.loads((family_dir / "family.json").read_text())
+    # Loop time per trained model (the K heads of a multi-head model share one loop).
+    loops = {m["path"]: m["made"]["loop_seconds"] for m in manifest["members"]}
     return {
         "variant": variant, "seed": args.seed, "k": args.k, "heldout_pairs": len(held),
-        "train_s": train_s, "score_s": score_s, "params": params,
+        "train_s": train_s, "loop_s": sum(loops.values()), "score_s": score_s, "params": params,
         "train_peak_mb": train_rss - base_rss, "peak_mb": peak_rss_mb() - base_rss,
         "member_accuracy": sum(m["accuracy"] for m in members) / len(members),
         "mean_accuracy": metrics["mean_of_members"]["accuracy"], "ece": metrics["mean_of_members"]["ece"],
@@ -82,7 +86,8 @@ def run_variant(variant: str, args) -> dict:
     }
 
 
-COLUMNS = [("train_s", "train time (s)", "{:.1f}"), ("score_s", "scoring time (s)", "{:.2f}"),
+COLUMNS = [("loop_s", "training-loop time (s)", "{:.1f}"),
+           ("train_s", "whole `reward train` (s)", "{:.1f}"), ("score_s", "scoring time (s)", "{:.2f}"),
            ("train_peak_mb", "peak memory above baseline (MB)", "{:.0f}"), ("params", "parameters", "{:,.0f}"),
            ("member_accuracy", "member accuracy", "{:.3f}"), ("mean_accuracy", "family-mean accuracy", "{:.3f}"),
            ("member_ece", "member ECE", "{:.3f}"), ("ece", "family-mean ECE", "{:.3f}"),

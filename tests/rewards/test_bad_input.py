@@ -146,3 +146,19 @@ def test_output_exists_from_other_settings(bootstrap_family, tmp_path):
     with pytest.raises(ConfigError, match="normalize must be one of"):
         score_dataset(bootstrap_family, data, tmp_path / "x.jsonl", normalize="zscore", progress=False)
     assert out.read_bytes() == before
+
+
+def test_assemble_with_copy_is_self_contained(bootstrap_family, multihead_family, tmp_path):
+    """Copied members still load after the family folder moves: it is self-contained. Each model
+    folder is copied once (a folder listed twice, the three heads of one multi-head model)."""
+    out = assemble_family([bootstrap_family / "members" / "member-0", bootstrap_family / "members" / "member-0",
+                           multihead_family], tmp_path / "fam", copy=True)
+    manifest = json.loads((out / "family.json").read_text())
+    assert [m["name"] for m in manifest["members"]] == ["member-0", "member-0-2", "head-0", "head-1", "head-2"]
+    assert sorted(p.name for p in (out / "members").iterdir()) == ["head-0", "member-0"]
+    assert all(not m["path"].startswith("/") for m in manifest["members"])
+    moved = tmp_path / "moved"
+    shutil.move(out, moved)
+    family = load_family(moved)
+    scores = family.score(["Review the show:"], [" superb."])
+    assert scores.shape == (1, 5) and scores[0, 0] == pytest.approx(scores[0, 1].item(), abs=1e-6)

@@ -11,11 +11,14 @@ from robustpo.rewards.score import score_dataset
 
 
 def train_reward_family(cfg, *, resume: bool = False, overwrite: bool = False):
-    """Train the family of `cfg` (a `RewardRunConfig`, or a recipe path); return its folder."""
-    from robustpo.config import load_config
+    """Train the family of `cfg` (a `RewardRunConfig`, a dict of recipe sections, or a recipe
+    path); return its folder (train.output_dir)."""
+    from robustpo.config import from_dict, load_config
     from robustpo.train.reward import RewardRunConfig, train_reward_family as train
 
-    if not isinstance(cfg, RewardRunConfig):
+    if isinstance(cfg, dict):
+        cfg = from_dict(RewardRunConfig, cfg)
+    elif not isinstance(cfg, RewardRunConfig):
         cfg = load_config(cfg, cls=RewardRunConfig)
     return train(cfg, resume=resume, overwrite=overwrite)
 

@@ -296,29 +296,38 @@ def assemble_family(member_dirs: list, out_dir, *, copy: bool = False, max_lengt
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    members, lengths = [], []
+    found, lengths = [], []   # (name, folder, manifest entry, source) of every member, in order
     for src in map(Path, member_dirs):
         manifest = read_manifest(src)
         dirs = check_members(src, manifest)
         lengths.append((manifest.get("max_length"), manifest.get("max_prompt_length")))
         for m, d in zip(manifest["members"], dirs):
-            name = m["name"] if manifest.get("mode") != "single" else src.name
-            if copy:
-                target = out_dir / "members" / d.name
-                if not target.exists():
-                    shutil.copytree(d, target)
-                d = target
-            extra = {k: v for k, v in m.items() if k not in ("name", "path", "head", "tokenizer", "weights")}
-            members.append(member_entry(out_dir, d, m["head"], name, source=str(src), **extra))
+            found.append((m["name"] if manifest.get("mode") != "single" else src.name, d, m, src))
     seen: dict[str, int] = {}
-    for m in members:  # names must be unique: suffix repeats (two folders both called "final")
-        n = seen[m["name"]] = seen.get(m["name"], 0) + 1
-        if n > 1:
-            m["name"] = f"{m['name']}-{n}"
-    known = [v for v in lengths if v[0] is not None]
-    manifest = {"mode": "assembled", "size": len(members),
+    named = []
+    for name, d, m, src in found:
+        seen[name] = seen.get(name, 0) + 1   # names must be unique: two folders both called "final"
+        named.append((name if seen[name] == 1 else f"{name}-{seen[name]}", d, m, src))
+
+    def manifest_for(folders):
+        known = [v for v in lengths if v[0] is not None]
+        members = [member_entry(out_dir, folders[str(d)], m["head"], name, source=str(src),
+                                **{k: v for k, v in m.items() if k not in ("name", "path", "head", "tokenizer",
+                                                                              "weights")})
+                   for name, d, m, src in named]
+        return {"mode": "assembled", "size": len(members),
                 "max_length": max_length or (known[0][0] if known else 512),
                 "max_prompt_length": max_prompt_length or (known[0][1] if known else 256), "members": members}
-    check_members(out_dir, manifest)  # mismatched tokenizers fail here, before anything is written
+
+    folders = {str(d): d for _, d, _, _ in named}
+    manifest = manifest_for(folders)
+    check_members(out_dir, manifest)  # mismatched tokenizers fail here, before anything is copied or written
+    if copy:  # one copy per model folder (the heads of a multi-head model share theirs)
+        for name, d, _, _ in named:
+            if folders[str(d)] == d:
+                folders[str(d)] = out_dir / "members" / name
+                if not folders[str(d)].exists():
+                    shutil.copytree(d, folders[str(d)])
+        manifest = manifest_for(folders)
     write_manifest(out_dir, manifest)
     return out_dir

@@ -45,3 +45,13 @@ def make_pairs(n: int, *, seed: int = 0, flip_rate: float = 0.0) -> list[dict]:
         rows.append({"prompt": f"Review the {rng.choice(ITEMS)}:", "chosen": w, "rejected": l,
                      "meta": {"gold_chosen": gw, "gold_rejected": gl, "flipped": flipped}})
     return rows
+
+
+if __name__ == "__main__":  # python -m robustpo.rewards.synthetic OUT.jsonl [N] [FLIP_RATE]
+    import json
+    import sys
+
+    out, n = sys.argv[1], int(sys.argv[2]) if len(sys.argv) > 2 else 400
+    flip = float(sys.argv[3]) if len(sys.argv) > 3 else 0.1
+    with open(out, "w", encoding="utf-8") as f:
+        f.writelines(json.dumps(r) + "\n" for r in make_pairs(n, seed=0, flip_rate=flip))

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -233,12 +234,14 @@ def train_member(accelerator, cfg: RewardRunConfig, plan: MemberPlan, base: str,
                               num_training_steps=total * accelerator.num_processes)
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
     last: dict = {}
+    started = time.perf_counter()
     state = run_loop(accelerator=accelerator, model=model, optimizer=optimizer, scheduler=scheduler,
                      dataset=plan.items, collate_fn=make_collate(tokenizer.pad_token_id),
                      step_fn=make_step_fn(cfg.reward.center_coef, cfg.reward.use_margin), cfg=tc, run_dir=run_dir,
                      total_steps=total, resume=resume, on_log=last.update)
     accelerator.wait_for_everyone()
     summary = {"steps": state.step, "seed": plan.seed, "heads": plan.num_labels,
+               "loop_seconds": round(time.perf_counter() - started, 3),   # this process's share, if resumed
                "final_train_metrics": {k: last[k] for k in ("loss", "accuracy", "margin") if k in last}}
     if accelerator.is_main_process:
         with atomic_dir(out_dir) as tmp:
@@ -263,6 +266,7 @@ def _prepare_family_dir(family_dir: Path, resume: bool, overwrite: bool) -> None
 
 def _member_made(cfg: RewardRunConfig, plan: MemberPlan, summary: dict, head: int) -> dict:
     made = {"mode": cfg.reward.family.mode, "seed": plan.seed, "steps": summary["steps"],
+            "loop_seconds": summary.get("loop_seconds"),
             "base_model": cfg.model.name_or_path, "center_coef": cfg.reward.center_coef,
             "use_margin": cfg.reward.use_margin, "final_train_metrics": summary["final_train_metrics"]}
     if plan.num_labels > 1:
