@@ -3,7 +3,8 @@
 TRL builds the batch (its own tokenization, EOS handling and completion mask) and computes
 its loss with a policy whose weights were perturbed away from the reference. We take the
 same token ids, build labels from TRL's completion mask, compute log-probs with our forward
-and apply our loss. TRL `sigmoid` <-> `dpo`, `ipo` (length-normalized, TRL's β is τ) <->
+and apply our loss. `bf16=False` matters: on CPU TRL's config defaults to bf16, and the
+reference model, which TRL prepares eagerly, then runs under bf16 autocast. TRL `sigmoid` <-> `dpo`, `ipo` (length-normalized, TRL's β is τ) <->
 `ipo`, `hinge` <-> `hinge`, `robust` <-> `rdpo`. We also check that our tokenization of the
 same rows gives TRL's token ids.
 """
@@ -50,7 +51,7 @@ def test_loss_matches_trl(tmp_path, tiny_tokenizer, models, trl_type, ours, trl_
 
     policy, reference = models
     args = DPOConfig(output_dir=str(tmp_path), per_device_train_batch_size=4, loss_type=[trl_type],
-                     report_to=[], max_length=64, use_cpu=True, **trl_kwargs)
+                     report_to=[], max_length=64, use_cpu=True, bf16=False, **trl_kwargs)
     trainer = DPOTrainer(model=policy, ref_model=reference, args=args, train_dataset=Dataset.from_list(ROWS),
                          processing_class=tiny_tokenizer)
     batch = next(iter(trainer.get_train_dataloader()))
@@ -81,7 +82,7 @@ def test_tokenization_matches_trl(tmp_path, tiny_tokenizer, models):
 
     policy, reference = models
     args = DPOConfig(output_dir=str(tmp_path), per_device_train_batch_size=4, report_to=[], max_length=64,
-                     use_cpu=True)
+                     use_cpu=True, bf16=False)
     trainer = DPOTrainer(model=policy, ref_model=reference, args=args, train_dataset=Dataset.from_list(ROWS),
                          processing_class=tiny_tokenizer)
     trl_batch = next(iter(trainer.get_train_dataloader()))

@@ -41,7 +41,7 @@ def epoch_order(n: int, seed: int, epoch: int, shuffle: bool, lengths: list[int]
                 group_size: int = 0) -> list[int]:
     """The data order of one epoch, a function of (seed, epoch) alone.
 
-    With `lengths` and `group_size` (a global batch), the shuffled order is cut into
+    With `lengths` and `group_size` (the pairs of one optimizer step), the shuffled order is cut into
     megabatches of 32 batches, each sorted by length, and the batches are shuffled again:
     batches hold similar lengths (little padding) while the data stay randomly mixed.
     """
@@ -131,7 +131,10 @@ def run_loop(*, accelerator, model, optimizer, scheduler, dataset, collate_fn, s
     model.train()
     while state.step < total_steps:
         order = epoch_order(len(dataset), cfg.seed, state.epoch, cfg.shuffle,
-                            lengths if cfg.group_by_length else None, cfg.batch_size * accelerator.num_processes)
+                            # the unit is one optimizer step's pairs, so accumulation and the
+                            # number of processes do not change which pairs train together
+                            lengths if cfg.group_by_length else None,
+                            cfg.batch_size * cfg.grad_accum * accelerator.num_processes)
         loader = accelerator.prepare(DataLoader(Subset(dataset, order), batch_size=cfg.batch_size,
                                                 collate_fn=collate_fn))
         if state.consumed:

@@ -133,6 +133,9 @@ def train_preference(cfg: RunConfig, *, resume: bool = False, overwrite: bool = 
                                     max_rows=cfg.data.max_rows)
     _check_requirements(spec, report, cfg.data.train)
     accelerator.print(report.summary())
+    if report.has_reference_samples and not spec.uses_reference_samples:
+        for r in rows:  # only KL-regularized objectives read them: don't pay their forward
+            r.pop("reference_samples", None)
 
     texts = lambda: (t for r in rows for t in (str(r["prompt"]), str(r["chosen"]), str(r["rejected"])))  # noqa: E731
     if accelerator.is_main_process:
