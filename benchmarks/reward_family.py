@@ -3,11 +3,15 @@
 Both variants see the same data and budget: the same training pairs, the same K bootstrap
 draws (head k of the multi-head model weights each pair by its count in draw k, the very
 draw independent member k trains on), the same epochs, batch size, learning rate and
-backbone. Cost: training-loop wall time (and the whole `reward train` call, which adds the
-fixed costs: tokenizer and base model, loading, saving, held-out evaluation), scoring time, peak memory (each variant runs in its own
-process; we report the peak resident memory above the process's footprint after imports),
-parameters stored. Benefit, on held-out pairs: member accuracy, accuracy of the family
-mean, calibration (ECE, Brier) of the family mean, and member disagreement.
+backbone.
+
+Cost: training-loop wall time; the whole `reward train` call (adding the fixed costs:
+tokenizer and base model, loading, saving, held-out evaluation); scoring time; peak resident
+memory of training above the process's footprint after imports (each variant runs in its own
+process; members train one after another, so this is about one model's worth either way);
+and the weights the family holds to score, where K independent members cost K times more.
+Benefit, on held-out pairs: member accuracy, accuracy of the family mean, calibration (ECE,
+Brier), and member disagreement.
 
     python benchmarks/reward_family.py                     # K=3, 600 synthetic pairs, seeds 0 1 2
     python benchmarks/reward_family.py --k 5 --pairs 1200 --hidden 128 --seeds 0
@@ -71,13 +75,14 @@ def run_variant(variant: str, args) -> dict:
     metrics = evaluate_family(family, held)
     score_s = time.perf_counter() - start
     params = sum(p.numel() for m in family._models.values() for p in m.parameters())
+    weight_mb = sum(p.numel() * p.element_size() for m in family._models.values() for p in m.parameters()) / 2**20
     members = list(metrics["members"].values())
     manifest = json.loads((family_dir / "family.json").read_text())
     # Loop time per trained model (the K heads of a multi-head model share one loop).
     loops = {m["path"]: m["made"]["loop_seconds"] for m in manifest["members"]}
     return {
         "variant": variant, "seed": args.seed, "k": args.k, "heldout_pairs": len(held),
-        "train_s": train_s, "loop_s": sum(loops.values()), "score_s": score_s, "params": params,
+        "train_s": train_s, "loop_s": sum(loops.values()), "score_s": score_s, "params": params, "weights_mb": weight_mb,
         "train_peak_mb": train_rss - base_rss, "peak_mb": peak_rss_mb() - base_rss,
         "member_accuracy": sum(m["accuracy"] for m in members) / len(members),
         "mean_accuracy": metrics["mean_of_members"]["accuracy"], "ece": metrics["mean_of_members"]["ece"],
@@ -88,7 +93,8 @@ def run_variant(variant: str, args) -> dict:
 
 COLUMNS = [("loop_s", "training-loop time (s)", "{:.1f}"),
            ("train_s", "whole `reward train` (s)", "{:.1f}"), ("score_s", "scoring time (s)", "{:.2f}"),
-           ("train_peak_mb", "peak memory above baseline (MB)", "{:.0f}"), ("params", "parameters", "{:,.0f}"),
+           ("train_peak_mb", "peak resident memory of training, above imports (MB)", "{:.0f}"),
+           ("params", "parameters", "{:,.0f}"), ("weights_mb", "weights held to score (MiB)", "{:.1f}"),
            ("member_accuracy", "member accuracy", "{:.3f}"), ("mean_accuracy", "family-mean accuracy", "{:.3f}"),
            ("member_ece", "member ECE", "{:.3f}"), ("ece", "family-mean ECE", "{:.3f}"),
            ("brier", "family-mean Brier", "{:.3f}"), ("delta_std", "disagreement: std of Δr", "{:.3f}"),
@@ -107,7 +113,7 @@ def table(results: list[dict]) -> str:
         for n in names:
             values = [r[key] for r in by_variant[n]]
             mean = sum(values) / len(values)
-            spread = (max(values) - min(values)) / 2 if len(values) > 1 and key not in ("params",) else None
+            spread = (max(values) - min(values)) / 2 if len(values) > 1 and key not in ("params", "weights_mb") else None
             cells.append(fmt.format(mean) + (f" ± {fmt.format(spread)}" if spread else ""))
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines)

@@ -40,6 +40,8 @@ def register(sub) -> None:
     s.add_argument("--format", default="auto", choices=("auto", "explicit", "implicit", "conversational"))
     s.add_argument("--split")
     s.add_argument("--drop-empty", action="store_true", help="drop rows with an empty response")
+    s.add_argument("--resume", action="store_true",
+                   help="accepted for symmetry with other commands: scoring always resumes an interrupted run")
     s.add_argument("--overwrite", action="store_true", help="replace OUT and any interrupted partial scoring")
     s.set_defaults(func=run_score, command="reward score")
 

@@ -16,12 +16,12 @@ def pair_deltas(family, rows: list[dict]) -> torch.Tensor:
     return scores[:len(rows)] - scores[len(rows):]
 
 
-def evaluate_family(family, rows: list[dict], *, batch_size: int = 32, bins: int = 10) -> dict:
+def evaluate_family(family, rows: list[dict], *, batch_size: int = 32, bins: int = 10, device: str = "cpu") -> dict:
     """family: a loaded family or a folder. Returns `objective.family_metrics` (members, mean, disagreement)."""
     from robustpo.rewards.family import load_family
 
     if not hasattr(family, "score"):
-        family = load_family(family, batch_size=batch_size)
+        family = load_family(family, batch_size=batch_size, device=device)
     return family_metrics(pair_deltas(family, rows), family.names, bins)
 
 
