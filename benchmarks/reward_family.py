@@ -82,7 +82,8 @@ def run_variant(variant: str, args) -> dict:
     loops = {m["path"]: m["made"]["loop_seconds"] for m in manifest["members"]}
     return {
         "variant": variant, "seed": args.seed, "k": args.k, "heldout_pairs": len(held),
-        "train_s": train_s, "loop_s": sum(loops.values()), "score_s": score_s, "params": params, "weights_mb": weight_mb,
+        "train_s": train_s, "loop_s": sum(loops.values()), "score_s": score_s, "params": params,
+        "weights_mb": weight_mb,
         "train_peak_mb": train_rss - base_rss, "peak_mb": peak_rss_mb() - base_rss,
         "member_accuracy": sum(m["accuracy"] for m in members) / len(members),
         "mean_accuracy": metrics["mean_of_members"]["accuracy"], "ece": metrics["mean_of_members"]["ece"],
@@ -113,7 +114,8 @@ def table(results: list[dict]) -> str:
         for n in names:
             values = [r[key] for r in by_variant[n]]
             mean = sum(values) / len(values)
-            spread = (max(values) - min(values)) / 2 if len(values) > 1 and key not in ("params", "weights_mb") else None
+            exact = key in ("params", "weights_mb")
+            spread = (max(values) - min(values)) / 2 if len(values) > 1 and not exact else None
             cells.append(fmt.format(mean) + (f" ± {fmt.format(spread)}" if spread else ""))
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines)

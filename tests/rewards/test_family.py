@@ -35,7 +35,8 @@ def test_bootstrap_family_learns_and_members_differ(bootstrap_family):
     assert len({tuple(r) for r in rows}) == 3
     from safetensors.torch import load_file
 
-    heads = [load_file(bootstrap_family / member["path"] / "model.safetensors")["score.weight"] for member in m["members"]]
+    heads = [load_file(bootstrap_family / member["path"] / "model.safetensors")["score.weight"]
+             for member in m["members"]]
     assert not torch.allclose(heads[0], heads[1]) and not torch.allclose(heads[1], heads[2])
     assert m["heldout"]["disagreement"]["delta_std"] > 0.05
 

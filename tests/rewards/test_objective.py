@@ -12,7 +12,8 @@ t = torch.tensor
 
 
 def test_bt_plain_values():
-    """−log σ(d) = log(1 + e^{−d}): d=1 → log(1 + 1/e) = 0.313262; d=0 → log 2; d=−2 → log(1 + e²) = 2.126928."""
+    """−log σ(d) = log(1 + e^{−d}): d=1 → log(1 + 1/e) = 0.313262; d=0 → log 2;
+    d=−2 → log(1 + e²) = 2.126928."""
     loss, losses = bradley_terry_loss(t([1.0, 0.5, -1.0]), t([0.0, 0.5, 1.0]))
     expected = [0.313262, math.log(2), 2.126928]
     assert losses[:, 0].tolist() == pytest.approx(expected, abs=1e-6)
@@ -20,7 +21,8 @@ def test_bt_plain_values():
 
 
 def test_bt_margin_shifts_the_logistic():
-    """Pair (1, 0) with margin m=1: −log σ(1 − 0 − 1) = log 2; with m=−1: −log σ(2) = log(1 + e^{−2}) = 0.126928."""
+    """Pair (1, 0) with margin m=1: −log σ(1 − 0 − 1) = log 2;
+    with m=−1: −log σ(2) = log(1 + e^{−2}) = 0.126928."""
     _, losses = bradley_terry_loss(t([1.0, 1.0]), t([0.0, 0.0]), margin=t([1.0, -1.0]))
     assert losses[:, 0].tolist() == pytest.approx([math.log(2), 0.126928], abs=1e-6)
 

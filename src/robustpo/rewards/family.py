@@ -21,6 +21,7 @@ whole family, so every member judges exactly the same tokens.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -38,6 +39,23 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_ma
 
 class FamilyError(RobustpoError):
     """A family folder, manifest or member that cannot be used as it is."""
+
+
+@contextlib.contextmanager
+def quiet_transformers():
+    """Hide loading chatter: the 'newly initialized score weights' warning (expected when a causal
+    LM becomes a reward model) and a progress bar per model of a family."""
+    from transformers.utils import logging as hf_logging
+
+    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
 
 
 def _hash_files(paths: list[Path], *, sample: int | None = None) -> str:
@@ -192,7 +210,6 @@ class RewardFamily:
     def __init__(self, path: Path, manifest: dict, *, batch_size: int = 16, device: str = "cpu",
                  max_length: int | None = None, dtype: str = "float32"):
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
-        from transformers.utils import logging as hf_logging
 
         from robustpo.models import torch_dtype
 
@@ -213,14 +230,11 @@ class RewardFamily:
         for m, d in zip(self.members, dirs):
             key = str(d.resolve())
             if key not in self._models:
-                verbosity = hf_logging.get_verbosity()
-                hf_logging.set_verbosity_error()
                 try:
-                    model = AutoModelForSequenceClassification.from_pretrained(d, dtype=torch_dtype(dtype))
+                    with quiet_transformers():
+                        model = AutoModelForSequenceClassification.from_pretrained(d, dtype=torch_dtype(dtype))
                 except (OSError, ValueError) as e:
                     raise FamilyError(f"member '{m['name']}' ({d}): cannot load: {e}") from None
-                finally:
-                    hf_logging.set_verbosity(verbosity)
                 model.config.pad_token_id = self.tokenizer.pad_token_id
                 self._models[key] = model.to(device).eval()
             self._columns.append((key, m["head"]))

@@ -156,20 +156,15 @@ def apply_reward_lora(model, cfg: ModelConfig):
 def load_reward_backbone(path: str, num_labels: int, cfg: ModelConfig, pad_token_id: int, seed: int):
     """A sequence-classification model on `path` (a causal LM gets new score heads, drawn from `seed`)."""
     from transformers import AutoModelForSequenceClassification
-    from transformers.utils import logging as hf_logging
 
     from robustpo.models import torch_dtype
+    from robustpo.rewards.family import quiet_transformers
 
-    verbosity = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()  # "newly initialized score weights" is expected here
-    try:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            model = AutoModelForSequenceClassification.from_pretrained(
-                path, num_labels=num_labels, dtype=torch_dtype(cfg.dtype), trust_remote_code=cfg.trust_remote_code,
-                ignore_mismatched_sizes=True)
-    finally:
-        hf_logging.set_verbosity(verbosity)
+    with quiet_transformers(), torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = AutoModelForSequenceClassification.from_pretrained(
+            path, num_labels=num_labels, dtype=torch_dtype(cfg.dtype), trust_remote_code=cfg.trust_remote_code,
+            ignore_mismatched_sizes=True)
     # The model pools the last non-pad token, so it must know which id pads.
     model.config.pad_token_id = pad_token_id
     if cfg.gradient_checkpointing:
@@ -215,6 +210,7 @@ def train_member(accelerator, cfg: RewardRunConfig, plan: MemberPlan, base: str,
 
     from robustpo.data.io import atomic_dir, write_json_atomic
     from robustpo.models import save_final
+    from robustpo.rewards.family import quiet_transformers
     from robustpo.train.loop import run_loop, total_optimizer_steps
 
     run_dir, out_dir = family_dir / "runs" / plan.name, family_dir / "members" / plan.name
@@ -244,7 +240,7 @@ def train_member(accelerator, cfg: RewardRunConfig, plan: MemberPlan, base: str,
                "loop_seconds": round(time.perf_counter() - started, 3),   # this process's share, if resumed
                "final_train_metrics": {k: last[k] for k in ("loss", "accuracy", "margin") if k in last}}
     if accelerator.is_main_process:
-        with atomic_dir(out_dir) as tmp:
+        with atomic_dir(out_dir) as tmp, quiet_transformers():
             save_final(accelerator.unwrap_model(model), tokenizer, tmp)
         write_json_atomic(run_dir / "summary.json", summary)   # last: marks the member finished
     accelerator.wait_for_everyone()
@@ -344,7 +340,7 @@ def train_reward_family(cfg: RewardRunConfig, *, resume: bool = False, overwrite
 
             held_source = cfg.reward.heldout or f"{cfg.data.train} (held-out {cfg.reward.heldout_fraction:.0%})"
             metrics = evaluate_family(family_dir, held_rows, batch_size=cfg.reward.eval_batch_size,
-                                      bins=cfg.reward.calibration_bins)
+                                      bins=cfg.reward.calibration_bins, device=str(accelerator.device))
             for m in members:
                 m["heldout"] = metrics["members"][m["name"]]
             manifest["heldout"] = {"source": held_source, **{k: v for k, v in metrics.items() if k != "members"}}
