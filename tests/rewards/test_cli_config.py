@@ -73,3 +73,19 @@ def test_scoring_tokenization_matches_training(tiny_tokenizer):
     (ids,) = encode_texts(tiny_tokenizer, ["Question: " * 40], [" 4." * 40], max_length=20, max_prompt_length=8)
     full_prompt = tiny_tokenizer("Question: " * 40, add_special_tokens=False)["input_ids"]
     assert len(ids) == 20 and ids[:8] == full_prompt[-8:]
+
+
+def test_reward_eval_command(bootstrap_family, tmp_path, capsys):
+    """`reward eval` on pairs the family never saw: the same numbers as the Python API."""
+    from robustpo.data.schema import load_preferences
+    from robustpo.rewards.evaluate import evaluate_family
+
+    data = write_rows(tmp_path / "new.jsonl", make_pairs(30, seed=9))
+    assert main(["reward", "eval", "--family", str(bootstrap_family), "--data", str(data),
+                 "--json", str(tmp_path / "m.json")]) == 0
+    assert "mean of members" in capsys.readouterr().out
+    written = json.loads((tmp_path / "m.json").read_text())
+    rows, _ = load_preferences(str(data))
+    direct = evaluate_family(bootstrap_family, rows)
+    assert written["mean_of_members"]["accuracy"] == pytest.approx(direct["mean_of_members"]["accuracy"])
+    assert written["members"]["member-2"]["pairs"] == 30

@@ -1,4 +1,4 @@
-"""`robustpo reward train | family | score`."""
+"""`robustpo reward train | family | eval | score`."""
 
 from __future__ import annotations
 
@@ -25,6 +25,16 @@ def register(sub) -> None:
     f.add_argument("--max-length", type=int, help="token limit for scoring (default: the members' own)")
     f.add_argument("--drop-empty", action="store_true", help="drop held-out rows with an empty response")
     f.set_defaults(func=run_family, command="reward family")
+
+    e = rsub.add_parser("eval", help="held-out accuracy, margin, calibration and disagreement of a family",
+                        description="Measure each member and the family mean on preference pairs.")
+    e.add_argument("--family", required=True, metavar="DIR", help="family folder or single reward-model folder")
+    e.add_argument("--data", required=True, metavar="PAIRS")
+    e.add_argument("--json", metavar="OUT", help="also write the metrics as JSON")
+    e.add_argument("--batch-size", type=int, default=32)
+    e.add_argument("--device", default="cpu")
+    e.add_argument("--drop-empty", action="store_true", help="drop rows with an empty response")
+    e.set_defaults(func=run_eval, command="reward eval")
 
     s = rsub.add_parser("score", help="add chosen_rewards / rejected_rewards (K per row) to a dataset",
                         description="Resumable: rerun the same command after an interruption. Output rows feed "
@@ -80,6 +90,20 @@ def run_family(args) -> int:
         manifest["heldout"] = {"source": args.heldout, **{k: v for k, v in metrics.items() if k != "members"}}
         write_manifest(out, {k: v for k, v in manifest.items() if k not in ("format", "version")})
         print(format_metrics(metrics))
+    return 0
+
+
+def run_eval(args) -> int:
+    from robustpo.data.io import write_json_atomic
+    from robustpo.data.schema import load_preferences
+    from robustpo.rewards.evaluate import evaluate_family, format_metrics
+    from robustpo.rewards.family import load_family
+
+    rows, report = load_preferences(args.data, drop_empty=args.drop_empty)
+    metrics = evaluate_family(load_family(args.family, batch_size=args.batch_size, device=args.device), rows)
+    print(f"{report.summary()}\n{format_metrics(metrics)}")
+    if args.json:
+        write_json_atomic(args.json, {"data": args.data, "family": args.family, **metrics})
     return 0
 
 
