@@ -143,6 +143,8 @@ def test_output_exists_from_other_settings(bootstrap_family, tmp_path):
         score_dataset(bootstrap_family, data, out, normalize="standardize", progress=False)
     with pytest.raises(ConfigError, match="would overwrite the input"):
         score_dataset(bootstrap_family, data, data, progress=False)
+    with pytest.raises(ConfigError, match="needs normalize=standardize"):
+        score_dataset(bootstrap_family, data, tmp_path / "x.jsonl", stats_from=tmp_path / "y.json", progress=False)
     with pytest.raises(ConfigError, match="normalize must be one of"):
         score_dataset(bootstrap_family, data, tmp_path / "x.jsonl", normalize="zscore", progress=False)
     assert out.read_bytes() == before

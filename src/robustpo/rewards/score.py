@@ -102,6 +102,8 @@ def score_dataset(family, in_path, out_path, *, normalize: str = "none", stats_f
 
     if normalize not in NORMALIZE:
         raise ConfigError(f"normalize must be one of {', '.join(NORMALIZE)}, got '{normalize}'")
+    if stats_from is not None and normalize != "standardize":
+        raise ConfigError("stats_from (--stats-from) applies saved statistics, so it needs normalize=standardize")
     out_path = Path(out_path)
     partial_path, meta_path = _paths(out_path)
     if Path(in_path).resolve() == out_path.resolve():
