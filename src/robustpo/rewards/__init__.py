@@ -1,13 +1,21 @@
-"""Reward models and families of them: train (train/reward.py), load, score a dataset.
+"""Reward models and families of them: train (train/reward.py), load, evaluate, score a dataset.
 
     from robustpo.rewards import load_family, score_dataset, train_reward_family
-    family = load_family("runs/reward-family")        # .members, .score(prompts, responses) -> (N, K)
-    score_dataset("runs/reward-family", "pairs.jsonl", "scored.jsonl", normalize="standardize")
+    family_dir = train_reward_family("recipes/reward/tiny.yaml")   # or a RewardRunConfig, or a dict
+    family = load_family(family_dir)                 # .members, .score(prompts, responses) -> (N, K)
+    score_dataset(family_dir, "pairs.jsonl", "scored.jsonl", normalize="standardize")
+
+Names resolve lazily: `robustpo.rewards.commands` is imported by the CLI at start-up and
+must not pull in torch for `robustpo --help`.
 """
 
-from robustpo.rewards.family import FamilyError, RewardFamily, assemble_family, load_family
-from robustpo.rewards.objective import bradley_terry_loss
-from robustpo.rewards.score import score_dataset
+import importlib
+
+_EXPORTS = {
+    "FamilyError": "family", "RewardFamily": "family", "assemble_family": "family", "load_family": "family",
+    "bradley_terry_loss": "objective", "evaluate_family": "evaluate", "score_dataset": "score",
+}
+__all__ = [*_EXPORTS, "train_reward_family"]
 
 
 def train_reward_family(cfg, *, resume: bool = False, overwrite: bool = False):
@@ -23,5 +31,7 @@ def train_reward_family(cfg, *, resume: bool = False, overwrite: bool = False):
     return train(cfg, resume=resume, overwrite=overwrite)
 
 
-__all__ = ["FamilyError", "RewardFamily", "assemble_family", "bradley_terry_loss", "load_family", "score_dataset",
-           "train_reward_family"]
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f"robustpo.rewards.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module 'robustpo.rewards' has no attribute '{name}'")
