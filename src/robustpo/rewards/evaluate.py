@@ -16,7 +16,8 @@ def pair_deltas(family, rows: list[dict]) -> torch.Tensor:
     return scores[:len(rows)] - scores[len(rows):]
 
 
-def evaluate_family(family, rows: list[dict], *, batch_size: int = 32, bins: int = 10, device: str = "cpu") -> dict:
+def evaluate_family(family, rows: list[dict], *, batch_size: int = 32, bins: int = 10,
+                    device: str = "cpu") -> dict:
     """family: a loaded family or a folder. Returns `objective.family_metrics` (members, mean, disagreement)."""
     from robustpo.rewards.family import load_family
 

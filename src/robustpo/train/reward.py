@@ -272,8 +272,7 @@ def _member_made(cfg: RewardRunConfig, plan: MemberPlan, summary: dict, head: in
     return made
 
 
-def train_reward_family(cfg: RewardRunConfig, *, resume: bool = False, overwrite: bool = False,
-                        progress: bool = True) -> Path:
+def train_reward_family(cfg: RewardRunConfig, *, resume: bool = False, overwrite: bool = False) -> Path:
     """Train the reward model(s) of `cfg`, write the family folder (train.output_dir), return it."""
     from accelerate import Accelerator
 
