@@ -30,6 +30,22 @@ from robustpo.config import TrainConfig
 from robustpo.data.io import AppendOnlyJsonl, write_json_atomic
 
 
+def make_accelerator(cfg: TrainConfig, run_dir: Path):
+    """The Accelerator every trainer uses.
+
+    Launched with several processes on a machine without CUDA (torchrun, or CI), accelerate
+    only forms a gloo process group when told `cpu=True`; elsewhere it picks the device.
+    """
+    import os
+
+    from accelerate import Accelerator
+
+    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    return Accelerator(gradient_accumulation_steps=cfg.grad_accum, mixed_precision=cfg.mixed_precision,
+                       log_with=cfg.log_with or None, project_dir=str(run_dir),
+                       cpu=distributed and not torch.cuda.is_available())
+
+
 @dataclass
 class LoopState:
     step: int = 0            # optimizer steps done

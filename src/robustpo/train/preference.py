@@ -103,7 +103,6 @@ class TrainResult:
 
 def train_preference(cfg: RunConfig, *, resume: bool = False, overwrite: bool = False) -> TrainResult:
     """Run a preference training job: the final model is saved under OUTPUT_DIR/final."""
-    from accelerate import Accelerator
     from accelerate.utils import set_seed
 
     from robustpo.data.collate import collate_pairs, collate_shared
@@ -111,7 +110,7 @@ def train_preference(cfg: RunConfig, *, resume: bool = False, overwrite: bool = 
     from robustpo.data.tokenize import tokenize_pairs
     from robustpo.models import load_causal_lm, load_tokenizer, materialize_base
     from robustpo.train import refcache
-    from robustpo.train.loop import run_loop, total_optimizer_steps
+    from robustpo.train.loop import make_accelerator, run_loop, total_optimizer_steps
 
     tc = cfg.train
     spec = get_loss(cfg.loss.name, "objective")
@@ -119,8 +118,7 @@ def train_preference(cfg: RunConfig, *, resume: bool = False, overwrite: bool = 
     if not cfg.data.train:
         raise ConfigError("data.train is required (a file, a saved dataset folder or a hub id)")
     run_dir = Path(tc.output_dir)
-    accelerator = Accelerator(gradient_accumulation_steps=tc.grad_accum, mixed_precision=tc.mixed_precision,
-                              log_with=tc.log_with or None, project_dir=str(run_dir))
+    accelerator = make_accelerator(tc, run_dir)
     if accelerator.is_main_process:
         _prepare_run_dir(run_dir, resume, overwrite)
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -133,6 +131,9 @@ def train_preference(cfg: RunConfig, *, resume: bool = False, overwrite: bool = 
                                     max_rows=cfg.data.max_rows)
     _check_requirements(spec, report, cfg.data.train)
     accelerator.print(report.summary())
+    if accelerator.num_processes > 1:
+        accelerator.print(f"{accelerator.num_processes} processes ({accelerator.distributed_type.value}); "
+                          f"global batch {tc.batch_size * tc.grad_accum * accelerator.num_processes} pairs per step")
     if report.has_reference_samples and not spec.uses_reference_samples:
         for r in rows:  # only KL-regularized objectives read them: don't pay their forward
             r.pop("reference_samples", None)
@@ -216,10 +217,10 @@ def train_preference(cfg: RunConfig, *, resume: bool = False, overwrite: bool = 
     state = run_loop(accelerator=accelerator, model=model, optimizer=optimizer, scheduler=scheduler, dataset=items,
                      collate_fn=collate, step_fn=step_fn, cfg=tc, run_dir=run_dir, total_steps=total,
                      resume=resume, on_log=on_log, lengths=[item_length(it) for it in items])
-    accelerator.end_training()
     final, lm = save_run(accelerator, model, tokenizer, run_dir, {
         "data": {**report.__dict__, "formats": dict(report.formats)}, "truncation": stats.as_dict(),
         "steps": state.step, "loss": cfg.loss.name, "collapse_warning": collapse["warned"]})
+    accelerator.end_training()  # last: it also tears down the process group
     return TrainResult(final, lm, state.step)
 
 
