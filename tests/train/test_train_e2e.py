@@ -165,3 +165,16 @@ def test_existing_run_needs_resume_or_overwrite(tmp_path, tiny_model_dir):
     with pytest.raises(ConfigError, match="already holds a run"):
         train_preference(make_cfg(tmp_path, tiny_model_dir, {"name": "dpo"}, train__max_steps=1))
     train_preference(make_cfg(tmp_path, tiny_model_dir, {"name": "dpo"}, train__max_steps=1), overwrite=True)
+
+
+def test_bf16_mixed_precision_trains_with_float32_loss_maths(tmp_path, tiny_model_dir):
+    """accelerate's bf16 autocast (available on CPU): the run trains, metrics stay finite,
+    and the saved weights stay float32 (autocast changes compute, not storage)."""
+    from safetensors.torch import load_file
+
+    result = train_preference(make_cfg(tmp_path, tiny_model_dir, {"name": "dpo"}, train__mixed_precision="bf16"))
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert rows[0]["loss"] == pytest.approx(0.693147, abs=1e-3)  # at the reference, up to bf16 rounding
+    assert all(torch.isfinite(torch.tensor(r["loss"])) for r in rows)
+    weights = load_file(result.final_dir / "model.safetensors")
+    assert all(w.dtype == torch.float32 for w in weights.values())

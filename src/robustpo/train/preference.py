@@ -173,7 +173,9 @@ def train_preference(cfg: RunConfig, *, resume: bool = False, overwrite: bool = 
                                            tc.response_only_projection)
                 ctx = contextlib.nullcontext()
             ref_module.to(accelerator.device).eval()
-            with ctx:
+            # Same autocast as the policy's forward: with bf16/fp16, Δ(y) must not start
+            # away from 0 merely because the two sides ran at different precision.
+            with ctx, accelerator.autocast():
                 values = refcache.compute_reference_logps(ref_module, items, collate, batch_size=tc.batch_size * 2,
                                                           accelerator=accelerator)
             del ref_module
@@ -183,12 +185,14 @@ def train_preference(cfg: RunConfig, *, resume: bool = False, overwrite: bool = 
     else:
         if cfg.model.reference is None and cfg.model.lora is not None:
             def reference_fn(batch):
-                with accelerator.unwrap_model(model).lm.disable_adapter():
+                with accelerator.unwrap_model(model).lm.disable_adapter(), accelerator.autocast():
                     return frozen_logps(model, batch, accelerator.device)
         else:
             ref_module = ResponseLogps(load_causal_lm(reference_path, cfg.model, trainable=False),
                                        tc.response_only_projection).to(accelerator.device)
-            reference_fn = lambda batch: frozen_logps(ref_module, batch, accelerator.device)  # noqa: E731
+            def reference_fn(batch):
+                with accelerator.autocast():
+                    return frozen_logps(ref_module, batch, accelerator.device)
 
     from transformers import get_scheduler
 
