@@ -6,7 +6,7 @@ s = b, rejected for s = B + b, and reference sample m for s = 2B + b·M + m.
 
 - `collate_pairs`: one row per sequence (prompt + response), right-padded, 2-D attention mask.
 - `collate_shared` (prefix sharing): one row per pair, prompt + chosen + rejected (+ samples),
-  with an additive 4-D block mask in which each response sees the prompt and itself, never
+  with a boolean 4-D block mask (True = may attend) in which each response sees the prompt and itself, never
   another response, and position ids that restart each response right after the prompt.
   The prompt, usually the longest part, is computed once instead of twice.
 """
@@ -90,13 +90,11 @@ def collate_shared(items: list[dict], pad_id: int) -> dict:
             allowed[b, off:off + n, off:off + n] = causal[:n, :n]            # and itself, causally
             off += n
         allowed[b, off:, off:] = torch.eye(T - off, dtype=torch.bool)        # padding: itself only (no NaN rows)
-    mask = torch.zeros((B, 1, T, T), dtype=torch.float32)                    # (B, 1, T, T) additive
-    mask.masked_fill_(~allowed[:, None], torch.finfo(torch.float32).min)
 
     def segment_of(b: int, k: int) -> int:
         return b if k == 0 else B + b if k == 1 else 2 * B + b * M + (k - 2)
 
     targets = shared_prefix_targets([len(it["prompt_ids"]) for it in items], [_responses(it) for it in items],
                                     T, (2 + M) * B, segment_of)
-    return {"input_ids": input_ids, "attention_mask": mask, "position_ids": position_ids,
+    return {"input_ids": input_ids, "attention_mask": allowed[:, None], "position_ids": position_ids,  # (B, 1, T, T)
             **_targets_fields(targets), **_side_fields(items, M)}

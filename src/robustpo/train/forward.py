@@ -51,9 +51,12 @@ class ResponseLogps(nn.Module):
 
     def forward(self, input_ids, attention_mask, pred_index, targets, segment, num_sequences, position_ids=None):
         hf = transformers_model(self.lm)
-        if attention_mask.dim() == 4:  # additive block mask: match the model's dtype
+        if attention_mask.dim() == 4 and hf.config._attn_implementation != "sdpa":
+            # SDPA takes the boolean block mask as it is; eager attention adds its mask to the
+            # scores, so it needs the additive form (0 where allowed, dtype-min elsewhere).
             dtype = next(hf.parameters()).dtype
-            attention_mask = attention_mask.to(dtype).clamp(min=torch.finfo(dtype).min)
+            additive = torch.zeros(attention_mask.shape, dtype=dtype, device=attention_mask.device)
+            attention_mask = additive.masked_fill(~attention_mask, torch.finfo(dtype).min)
         response = ResponseTargets(pred_index, targets, segment, int(num_sequences))
         kwargs = dict(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False)
         if self.response_only:
