@@ -274,7 +274,7 @@ def _member_made(cfg: RewardRunConfig, plan: MemberPlan, summary: dict, head: in
 
 def train_reward_family(cfg: RewardRunConfig, *, resume: bool = False, overwrite: bool = False) -> Path:
     """Train the reward model(s) of `cfg`, write the family folder (train.output_dir), return it."""
-    from accelerate import Accelerator
+    from robustpo.train.loop import make_accelerator
 
     from robustpo.data.tokenize import tokenize_pairs
     from robustpo.models import load_tokenizer, materialize_base
@@ -283,8 +283,7 @@ def train_reward_family(cfg: RewardRunConfig, *, resume: bool = False, overwrite
     _check_config(cfg)
     tc, fam = cfg.train, cfg.reward.family
     family_dir = Path(tc.output_dir)
-    accelerator = Accelerator(gradient_accumulation_steps=tc.grad_accum, mixed_precision=tc.mixed_precision,
-                              log_with=tc.log_with or None, project_dir=str(family_dir))
+    accelerator = make_accelerator(tc, family_dir)
     if accelerator.is_main_process:
         _prepare_family_dir(family_dir, resume, overwrite)
         family_dir.mkdir(parents=True, exist_ok=True)
