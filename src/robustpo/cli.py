@@ -19,6 +19,7 @@ COMMAND_MODULES = [
     "robustpo.generate.commands",   # generate, rank, label
     "robustpo.eval.commands",       # eval, report
     "robustpo.testbed.commands",    # testbed
+    "robustpo.testbed.demo",        # demo
     "robustpo.rewards.commands",    # reward train | family | score
 ]
 
