@@ -102,15 +102,17 @@ def shared_prefix_targets(prompt_lens: list[int], blocks: list[list[list[int]]],
     for b, (p, row_blocks) in enumerate(zip(prompt_lens, blocks)):
         off = p
         for k, block in enumerate(row_blocks):
-            for j, tok in enumerate(block):
-                before = (p - 1) if j == 0 else off + j - 1
-                if before >= 0:
-                    pred.append(b * T + before)
-                    tgt.append(tok)
-                    seg.append(segment_of(b, k))
-            off += len(block)
-    as_long = lambda v: torch.tensor(v, dtype=torch.long)  # noqa: E731
-    return ResponseTargets(as_long(pred), as_long(tgt), as_long(seg), num_sequences)
+            n = len(block)
+            before = torch.arange(off - 1, off + n - 1)      # (n,) the position before each token
+            if n:
+                before[0] = p - 1                            # a block's first token follows the prompt
+            keep = before >= 0
+            pred.append(b * T + before[keep])
+            tgt.append(torch.tensor(block, dtype=torch.long)[keep])
+            seg.append(torch.full((int(keep.sum()),), segment_of(b, k), dtype=torch.long))
+            off += n
+    cat = lambda parts: torch.cat(parts) if parts else torch.zeros(0, dtype=torch.long)  # noqa: E731
+    return ResponseTargets(cat(pred), cat(tgt), cat(seg), num_sequences)
 
 
 def segment_logps(token_logps: torch.Tensor, targets: ResponseTargets) -> tuple[torch.Tensor, torch.Tensor]:
