@@ -75,10 +75,12 @@ class _Progress:
         return out
 
 
-def policy_config(method: str, data_path: Path, reference: Path, out_dir: Path, *, seed: int, quick: bool):
+def policy_config(method: str, data_path: Path, reference: Path, out_dir: Path, *, seed: int, quick: bool,
+                  spec: dict | None = None):
+    """The run config of `method` (or of `spec`, a METHODS-style entry) under the shared budget."""
     from robustpo.config import RunConfig, from_dict
 
-    spec = METHODS[method]
+    spec = spec or METHODS[method]
     budget = BUDGET["quick" if quick else "full"]
     return from_dict(RunConfig, {
         "model": {"name_or_path": str(reference)},
