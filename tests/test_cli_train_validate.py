@@ -55,8 +55,8 @@ def test_unknown_key_in_recipe(tmp_path):
 
 
 @pytest.mark.slow
-def test_readme_main_job_recipe(tmp_path):
-    """The README's main job, as written (the tiny DPO recipe), into a temp output folder."""
+def test_readme_tiny_recipe(tmp_path):
+    """The README's tiny CPU recipe (the main job before `robustpo demo`), into a temp output folder."""
     out = robustpo("train", "recipes/tiny/dpo.yaml", f"--train.output_dir={tmp_path}/run")
     assert out.returncode == 0, out.stderr
     assert (tmp_path / "run" / "final" / "model.safetensors").exists()

@@ -41,6 +41,9 @@ def test_demo_quick_end_to_end(quick_testbed, tmp_path, capsys):
     assert scored and all(len(r["chosen_rewards"]) == 3 == len(r["rejected_rewards"]) for r in scored)
 
     report = (out / "report.md").read_text()
+    family = json.loads((out / "reward_family" / "family" / "family.json").read_text())
+    accuracy = family["heldout"]["mean_of_members"]["accuracy"]
+    assert f"accuracy {accuracy:.3f}" in report   # the family's held-out metrics are reported, not left blank
     table_rows = [line for line in report.splitlines() if line.startswith("| ")]
     assert [row.split("|")[1].strip() for row in table_rows[1:]] == [*METHODS, "reference"]
     for png in ("win_rates.png", "reward_vs_kl.png", "training_curves.png"):

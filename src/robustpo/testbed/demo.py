@@ -144,8 +144,13 @@ def write_outputs(result: dict, out: Path, *, rho: float, seed: int, quick: bool
     family_note = ""
     if family_dir is not None and (family_dir / "family.json").exists():
         held = json.loads((family_dir / "family.json").read_text()).get("heldout", {})
-        family_note = f"Reward family ({REWARD_FAMILY['mode']}, 3 members) on held-out biased pairs: " + ", ".join(
-            f"{k} {v:.3f}" for k, v in held.items() if isinstance(v, (int, float))) + "\n"
+        members, disagreement = held.get("mean_of_members", {}), held.get("disagreement", {})
+        family_note = (f"Reward family ({REWARD_FAMILY['mode']}, {REWARD_FAMILY['size']} members) on "
+                       f"{members.get('pairs', '?')} held-out pairs of the same biased data, mean of members: "
+                       + ", ".join(f"{k} {members[k]:.3f}" for k in ("accuracy", "ece", "brier") if k in members)
+                       + "; members disagree: "
+                       + ", ".join(f"{k} {disagreement[k]:.3f}" for k in ("delta_std", "split_decisions")
+                                   if k in disagreement) + ".\n")
     budget = BUDGET["quick" if quick else "full"]
     lines = [f"# robustpo demo: ρ = {rho}, seed {seed}{' (quick)' if quick else ''}", "",
              f"Training data: {'128' if quick else '512'} gold-labelled pairs of reference samples, a fraction "
