@@ -17,7 +17,9 @@ process (so peak memory is that row's alone):
                 batched call beats 2B small ones, so this is the stronger baseline.
 
 Time per step is the median interval between consecutive optimizer-step ends after warm-up
-(data loading included, reference precomputation excluded for every row that has one).
+(data loading included, reference precomputation excluded for every row that has one); the
+mean over the same steps is shown too, since the rows split the same pairs into steps
+differently (robustpo groups by length).
 Also checked: TRL's and robustpo's first-step DPO losses on the same first batch, with a
 policy that starts away from the reference so that the loss is not trivially log 2.
 
@@ -222,7 +224,8 @@ def row_main(args) -> None:
     times = runners[args.row]()
     peak = (torch.cuda.max_memory_allocated() / 2**20 if args.device == "cuda"
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
-    print("ROW " + json.dumps({"name": args.row, "sec_per_step": statistics.median(times), "peak_mem_mb": peak}))
+    print("ROW " + json.dumps({"name": args.row, "sec_per_step": statistics.median(times),
+                               "mean_sec_per_step": statistics.fmean(times), "peak_mem_mb": peak}))
 
 
 # ------------------------------------------------------------------------- reporting
@@ -230,7 +233,7 @@ def row_main(args) -> None:
 
 def table(rows: list[dict], info: dict, args) -> str:
     by = {r["name"]: r for r in rows}
-    head = "| row | pairs/s | s/step | peak mem (MB) | speed × TRL fastest | time ÷ floor | time ÷ floor_padded |"
+    head = "| row | pairs/s | s/step | mean s/step | peak mem (MB) | speed × TRL fastest | time ÷ floor | time ÷ floor_padded |"
     if args.device == "cuda":
         head = head[:-1] + " tokens/s | MFU |"
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
@@ -238,7 +241,8 @@ def table(rows: list[dict], info: dict, args) -> str:
         speedup = r["pairs_per_s"] / by["trl_fastest"]["pairs_per_s"]
         ratios = [r["sec_per_step"] / by[f]["sec_per_step"] if f in by else float("nan")
                   for f in ("floor", "floor_padded")]
-        line = (f"| {r['name']} | {r['pairs_per_s']:.2f} | {r['sec_per_step']:.3f} | {r['peak_mem_mb']:.0f} | "
+        line = (f"| {r['name']} | {r['pairs_per_s']:.2f} | {r['sec_per_step']:.3f} | {r['mean_sec_per_step']:.3f} | "
+                f"{r['peak_mem_mb']:.0f} | "
                 f"{speedup:.2f} | {ratios[0]:.2f} | {ratios[1]:.2f} |")
         if args.device == "cuda":
             tok_s = r["pairs_per_s"] * info["tokens_per_pair"]
