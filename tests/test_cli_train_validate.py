@@ -5,7 +5,6 @@ import os
 import subprocess
 import sys
 
-import pytest
 
 from testdata import HH_DATA, REPO
 
@@ -54,7 +53,6 @@ def test_unknown_key_in_recipe(tmp_path):
     assert "unknown config key 'train.epochz'; did you mean 'epochs'?" in out.stderr
 
 
-@pytest.mark.slow
 def test_readme_tiny_recipe(tmp_path):
     """The README's tiny CPU recipe (the main job before `robustpo demo`), into a temp output folder."""
     out = robustpo("train", "recipes/tiny/dpo.yaml", f"--train.output_dir={tmp_path}/run")

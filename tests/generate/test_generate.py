@@ -150,7 +150,6 @@ def test_a_half_written_batch_is_completed_without_rewriting_its_finished_rows(t
     assert out.read_text() == full.read_text()
 
 
-@pytest.mark.slow
 def test_sigkilled_generate_resumes_to_the_uninterrupted_result(tiny_policy_dir, tmp_path):
     prompts = write_jsonl(tmp_path / "prompts.jsonl", [{"prompt": f"{p} ({k})"} for k in range(8)
                                                         for p in PROMPT_TEXTS])

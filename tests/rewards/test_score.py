@@ -109,7 +109,6 @@ def test_interrupted_scoring_resumes_without_rescoring(bootstrap_family, synthet
         assert a["rejected_rewards"] == pytest.approx(b["rejected_rewards"], abs=1e-5)
 
 
-@pytest.mark.slow
 def test_sigkilled_score_command_resumes(bootstrap_family, tmp_path):
     """`robustpo reward score` killed with SIGKILL mid-run: the rerun finishes the rest only."""
     data = write_rows(tmp_path / "many.jsonl", make_pairs(600, seed=2))

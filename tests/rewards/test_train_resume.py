@@ -9,7 +9,6 @@ import subprocess
 import sys
 import time
 
-import pytest
 import torch
 
 from rewardtesting import TINY_REWARD_MODEL, write_rows
@@ -36,7 +35,6 @@ def weights(family_dir, member):
     return load_file(family_dir / "members" / member / "model.safetensors")
 
 
-@pytest.mark.slow
 def test_reward_train_killed_then_resumed_matches_uninterrupted(tmp_path):
     data = write_rows(tmp_path / "d.jsonl", make_pairs(160, seed=6))
     cmd = [sys.executable, "-m", "robustpo.cli", "reward", "train"]
