@@ -44,6 +44,16 @@ def test_demo_quick_end_to_end(quick_testbed, tmp_path, capsys):
     family = json.loads((out / "reward_family" / "family" / "family.json").read_text())
     accuracy = family["heldout"]["mean_of_members"]["accuracy"]
     assert f"accuracy {accuracy:.3f}" in report   # the family's held-out metrics are reported, not left blank
+    # ... and its accuracy on the unbiased validation pairs, recomputed here from the family's raw scores
+    from robustpo.rewards import load_family
+
+    pairs = read_records(quick_testbed.validation_path)
+    fam = load_family(out / "reward_family" / "family")
+    prompts = [p["prompt"] for p in pairs]
+    delta = (fam.score(prompts, [p["chosen"] for p in pairs])
+             - fam.score(prompts, [p["rejected"] for p in pairs])).mean(dim=1)   # the family-mean reward
+    family_acc = ((delta > 0).float() + 0.5 * (delta == 0).float()).mean().item()   # ties count ½
+    assert f"validation pairs: accuracy {family_acc:.3f}" in report
     table_rows = [line for line in report.splitlines() if line.startswith("| ")]
     assert [row.split("|")[1].strip() for row in table_rows[1:]] == [*METHODS, "reference"]
     for png in ("win_rates.png", "reward_vs_kl.png", "training_curves.png"):

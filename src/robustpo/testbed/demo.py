@@ -132,6 +132,19 @@ def reward_family(data_path: Path, reference: Path, out_dir: Path, *, seed: int,
     return Path(family)
 
 
+def family_validation(family_dir: Path, validation_path: Path) -> dict:
+    """The family's metrics on the testbed's unbiased, gold-labelled validation pairs, saved beside it.
+
+    Distillation can only be as robust as the rewards it distills: accuracy below 0.5 here
+    means the family learned the data's length bias rather than the task."""
+    from robustpo.data.io import read_records, write_json_atomic
+    from robustpo.rewards.evaluate import evaluate_family
+
+    metrics = evaluate_family(family_dir, read_records(validation_path))
+    write_json_atomic(family_dir.parent / "validation_metrics.json", metrics)
+    return metrics
+
+
 def write_outputs(result: dict, out: Path, *, rho: float, seed: int, quick: bool, stages: dict,
                   family_dir: Path | None) -> dict:
     from robustpo.eval.report import markdown_table, results_summary, write_eval_outputs
@@ -146,11 +159,18 @@ def write_outputs(result: dict, out: Path, *, rho: float, seed: int, quick: bool
         held = json.loads((family_dir / "family.json").read_text()).get("heldout", {})
         members, disagreement = held.get("mean_of_members", {}), held.get("disagreement", {})
         family_note = (f"Reward family ({REWARD_FAMILY['mode']}, {REWARD_FAMILY['size']} members) on "
-                       f"{members.get('pairs', '?')} held-out pairs of the same biased data, mean of members: "
+                       f"{members.get('pairs', '?')} held-out pairs of the same biased data, family mean: "
                        + ", ".join(f"{k} {members[k]:.3f}" for k in ("accuracy", "ece", "brier") if k in members)
                        + "; members disagree: "
                        + ", ".join(f"{k} {disagreement[k]:.3f}" for k in ("delta_std", "split_decisions")
-                                   if k in disagreement) + ".\n")
+                                   if k in disagreement) + ".")
+        unbiased = family_dir.parent / "validation_metrics.json"
+        if unbiased.exists():
+            m = json.loads(unbiased.read_text())["mean_of_members"]
+            family_note += (f" On the {m['pairs']} unbiased, gold-labelled validation pairs: accuracy "
+                            f"{m['accuracy']:.3f}, ECE {m['ece']:.3f} (0.5 is chance; below it the family learned "
+                            "the length bias rather than the task, and distilling it passes the bias on).")
+        family_note += "\n"
     budget = BUDGET["quick" if quick else "full"]
     lines = [f"# robustpo demo: ρ = {rho}, seed {seed}{' (quick)' if quick else ''}", "",
              f"Training data: {'128' if quick else '512'} gold-labelled pairs of reference samples, a fraction "
@@ -194,6 +214,7 @@ def run(args) -> int:
         scored = out / "reward_family" / "scored.jsonl"
         progress.stage("score the dataset", score_dataset, family_dir, data, scored, normalize="standardize",
                        overwrite=True, progress=False)
+        progress.stage("family on unbiased validation pairs", family_validation, family_dir, tb.validation_path)
 
     runs = {}
     for m in methods:
