@@ -22,3 +22,26 @@ def reward_config(out_dir, data, *, size=3, mode="bootstrap", epochs=3, heldout_
         "train": {"output_dir": str(out_dir), "seed": 0, "epochs": epochs, "batch_size": 8, "learning_rate": 2e-3,
                   "warmup_ratio": 0.0, "logging_steps": 4},
     })
+
+
+class Interrupted(Exception):
+    pass
+
+
+class StopsAfter:
+    """The real family, interrupted (as by Ctrl-C or a crash) after `calls` scoring batches."""
+
+    def __init__(self, family, calls):
+        self.family, self.calls, self.texts = family, calls, 0
+        self.names = family.names
+        self.name = family.name
+
+    def fingerprint(self):
+        return self.family.fingerprint()
+
+    def score(self, prompts, responses, **kw):
+        if self.calls == 0:
+            raise Interrupted
+        self.calls -= 1
+        self.texts += len(responses)
+        return self.family.score(prompts, responses, **kw)

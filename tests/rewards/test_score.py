@@ -10,34 +10,11 @@ import time
 import pytest
 import torch
 
-from rewardtesting import write_rows
+from rewardtesting import Interrupted, StopsAfter, write_rows
 from robustpo.data.io import read_records
 from robustpo.data.schema import load_preferences
 from robustpo.rewards import load_family, score_dataset
 from robustpo.rewards.synthetic import make_pairs
-
-
-class Interrupted(Exception):
-    pass
-
-
-class StopsAfter:
-    """The real family, interrupted (as by Ctrl-C or a crash) after `calls` scoring batches."""
-
-    def __init__(self, family, calls):
-        self.family, self.calls, self.texts = family, calls, 0
-        self.names = family.names
-        self.name = family.name
-
-    def fingerprint(self):
-        return self.family.fingerprint()
-
-    def score(self, prompts, responses, **kw):
-        if self.calls == 0:
-            raise Interrupted
-        self.calls -= 1
-        self.texts += len(responses)
-        return self.family.score(prompts, responses, **kw)
 
 
 def test_scored_rows_carry_k_rewards_in_member_order(bootstrap_family, synthetic_path, tmp_path):

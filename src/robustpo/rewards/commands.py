@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 
 def register(sub) -> None:
     p = sub.add_parser("reward", help="train, assemble and apply reward models and families",
@@ -111,7 +113,10 @@ def run_score(args) -> int:
     from robustpo.rewards.family import load_family
     from robustpo.rewards.score import score_dataset
 
-    family = load_family(args.family, batch_size=args.batch_size, device=args.device)
+    device = args.device
+    if device == "cuda" and int(os.environ.get("WORLD_SIZE", "1")) > 1:   # one GPU per launched process
+        device = f"cuda:{os.environ.get('LOCAL_RANK', '0')}"
+    family = load_family(args.family, batch_size=args.batch_size, device=device)
     result = score_dataset(family, args.data, args.out, normalize=args.normalize, stats_from=args.stats_from,
                            batch_size=args.batch_size, fmt=args.format, split=args.split, drop_empty=args.drop_empty,
                            overwrite=args.overwrite)

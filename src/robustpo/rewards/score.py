@@ -21,11 +21,18 @@ fingerprint of the family, the data and the settings); a killed run reruns, skip
 already there, and never scores a row twice. The final OUT is written whole and atomically
 only when every row is scored, then `OUT.partial` is removed. Normalization happens at that
 last step, from the raw rewards of every row.
+
+Several processes. Launched with torchrun or `accelerate launch`, each process scores its
+own share of the rows not scored yet (process r takes every world-th of them) into its own
+`OUT.partial` (process 0) or `OUT.partial.r`; process 0 then assembles every shard, writes
+OUT and records how many rows each process scored in OUT.meta.json. A rerun with any number
+of processes reads every shard first, so no row is ever scored twice.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,6 +55,44 @@ class ScoreResult:
 
 def _paths(out_path: Path) -> tuple[Path, Path]:
     return out_path.with_name(out_path.name + ".partial"), out_path.with_name(out_path.name + ".meta.json")
+
+
+def _shards(partial_path: Path) -> list[Path]:
+    """Every process's partial file: OUT.partial (process 0 / single process) and OUT.partial.R."""
+    extra = [p for p in partial_path.parent.glob(partial_path.name + ".*") if p.suffix[1:].isdigit()]
+    return [p for p in [partial_path, *sorted(extra)] if p.exists()]
+
+
+def _read_shard(path: Path) -> list[dict]:
+    """Complete lines of a partial file (a torn last line, from a killed writer, is ignored)."""
+    rows = []
+    with open(path, "rb") as f:
+        for raw in f:
+            if not raw.endswith(b"\n"):
+                break
+            try:
+                rows.append(json.loads(raw))
+            except json.JSONDecodeError:
+                break
+    return rows
+
+
+class _Processes:
+    """This process's rank, the number of processes, and a barrier (all trivial for one process)."""
+
+    def __init__(self):
+        self.rank, self.world = 0, int(os.environ.get("WORLD_SIZE", "1"))
+        self._state = None
+        if self.world > 1:
+            from accelerate import PartialState
+
+            # without CUDA, accelerate forms the (gloo) process group only when told cpu=True
+            self._state = PartialState(cpu=not torch.cuda.is_available())
+            self.rank, self.world = self._state.process_index, self._state.num_processes
+
+    def barrier(self) -> None:
+        if self._state is not None:
+            self._state.wait_for_everyone()
 
 
 def _input_fingerprint(in_path) -> str:
@@ -125,20 +170,31 @@ def score_dataset(family, in_path, out_path, *, normalize: str = "none", stats_f
         if all(previous.get(k) == v for k, v in settings.items()):
             return ScoreResult(out_path, len(rows), 0, names, previous.get("stats"))
         if not _partial_matches(partial_path, key):  # else: killed while finishing; finish again
-                raise ConfigError(f"{out_path} already exists (from other data, family or settings): pass --overwrite "
+            raise ConfigError(f"{out_path} already exists (from other data, family or settings): pass --overwrite "
                               "to replace it, or choose another --out")
-    if overwrite and partial_path.exists():
-        partial_path.unlink()
+    procs = _Processes()
+    if overwrite and procs.rank == 0:
+        for shard in _shards(partial_path):
+            shard.unlink()
+    procs.barrier()
 
-    with AppendOnlyJsonl(partial_path) as log:
-        if log.rows and log.rows[0].get("fingerprint") != key:
-            raise ConfigError(f"{partial_path} holds an interrupted scoring of other data or another family; "
+    # Every process reads every shard before any process appends to its own.
+    done: dict[int, dict] = {}
+    for shard in _shards(partial_path):
+        header, *entries = _read_shard(shard) or [{}]
+        if header.get("fingerprint") != key:
+            raise ConfigError(f"{shard} holds an interrupted scoring of other data or another family; "
                               "pass --overwrite to discard it")
+        done.update((e["row"], e) for e in entries)
+    todo = [i for i in range(len(rows)) if i not in done][procs.rank::procs.world]
+    procs.barrier()
+
+    own = partial_path if procs.rank == 0 else partial_path.with_name(f"{partial_path.name}.{procs.rank}")
+    with AppendOnlyJsonl(own) as log:
         if not log.rows:
             log.append({"fingerprint": key, "members": names, "input": str(in_path)})
-        done = {r["row"]: r for r in log.rows[1:]}
-        todo = [i for i in range(len(rows)) if i not in done]
-        bar = tqdm(total=len(rows), initial=len(done), desc="score", unit="pair", disable=not progress,
+        who = f" (process {procs.rank} of {procs.world})" if procs.world > 1 else ""
+        bar = tqdm(total=len(todo), desc="score" + who, unit="pair", disable=not progress or procs.rank != 0,
                    dynamic_ncols=True)
         # Rows go through the model `batch_size` pairs at a time; each is logged once its batch is scored.
         for start in range(0, len(todo), batch_size):
@@ -148,12 +204,22 @@ def score_dataset(family, in_path, out_path, *, normalize: str = "none", stats_f
             file_rows = [rows[i]["index"] + 1 for i in chunk]
             r = family.score(prompts + prompts, responses, row_ids=file_rows + file_rows)   # (2b, K)
             for j, i in enumerate(chunk):
-                entry = {"row": i, "chosen": r[j].tolist(), "rejected": r[len(chunk) + j].tolist()}
-                log.append(entry)
-                done[i] = entry
+                log.append({"row": i, "chosen": r[j].tolist(), "rejected": r[len(chunk) + j].tolist()})
             bar.update(len(chunk))
         bar.close()
+    procs.barrier()
+    if procs.rank != 0:   # process 0 assembles the shards and writes OUT; the others wait for it
+        procs.barrier()
+        return ScoreResult(out_path, len(rows), len(todo), names, json.loads(meta_path.read_text())["stats"])
 
+    scored_by = []
+    for shard in _shards(partial_path):
+        entries = _read_shard(shard)[1:]
+        scored_by.append(len(entries))
+        done.update((e["row"], e) for e in entries)
+    missing = [i for i in range(len(rows)) if i not in done]
+    if missing:
+        raise RobustpoError(f"{partial_path}: {len(missing)} rows were not scored (first: row {missing[0]}); rerun")
     chosen = torch.tensor([done[i]["chosen"] for i in range(len(rows))], dtype=torch.float64)      # (N, K)
     rejected = torch.tensor([done[i]["rejected"] for i in range(len(rows))], dtype=torch.float64)  # (N, K)
     if chosen.shape[1] != len(names):
@@ -173,6 +239,9 @@ def score_dataset(family, in_path, out_path, *, normalize: str = "none", stats_f
 
     write_jsonl_atomic(out_path, out_rows())
     write_json_atomic(meta_path, {**settings, "family": family.name, "members": names, "input": str(in_path),
-                                  "rows": len(rows), "data": report.summary(), "stats": stats})
-    partial_path.unlink(missing_ok=True)
+                                  "rows": len(rows), "data": report.summary(), "stats": stats,
+                                  "rows_scored_by_process": scored_by})
+    for shard in _shards(partial_path):
+        shard.unlink()
+    procs.barrier()
     return ScoreResult(out_path, len(rows), len(todo), names, stats)
