@@ -72,6 +72,20 @@ def _check_resumed(res: ResumableOutput, rows: list[dict], key: str, path: str) 
                               "use --overwrite to start again")
 
 
+def _pending_chunks(res: ResumableOutput, rows: list[dict], in_path: str, chunk: int, desc: str, progress: bool,
+                    summary: Summary):
+    """Yield the rows not finished by an earlier run, `chunk` at a time, with a progress bar."""
+    _check_resumed(res, rows, "prompt", in_path)
+    summary.resumed = len(res.done)
+    todo = [i for i in range(len(rows)) if i not in res.done]
+    bar = _progress(len(rows), len(res.done), desc, progress)
+    for start in range(0, len(todo), chunk):
+        units = todo[start:start + chunk]
+        yield units
+        bar.update(len(units))
+    bar.close()
+
+
 def rank_file(in_path: str, out_path: str, judge, *, strategy: str = "tournament", selection: str = "best_worst",
               both_orders: bool = True, chunk: int = 16, log_path: str | None = None, overwrite: bool = False,
               progress: bool = True) -> Summary:
@@ -87,15 +101,8 @@ def rank_file(in_path: str, out_path: str, judge, *, strategy: str = "tournament
     log = ComparisonLog(log_path) if log_path else None
     try:
         with ResumableOutput(out_path, settings, overwrite=overwrite) as res:
-            _check_resumed(res, rows, "prompt", in_path)
-            summary.resumed = len(res.done)
-            todo = [i for i in range(len(rows)) if i not in res.done]
-            bar = _progress(len(rows), len(res.done), "rank", progress)
-            for start in range(0, len(todo), chunk):
-                _rank_chunk(todo[start:start + chunk], rows, judge, strategy, selection, both_orders, log, res,
-                            summary)
-                bar.update(len(todo[start:start + chunk]))
-            bar.close()
+            for units in _pending_chunks(res, rows, in_path, chunk, "rank", progress, summary):
+                _rank_chunk(units, rows, judge, strategy, selection, both_orders, log, res, summary)
     finally:
         if log is not None:
             log.close()
@@ -176,41 +183,37 @@ def label_file(in_path: str, out_path: str, judge, *, both_orders: bool = True, 
     log = ComparisonLog(log_path) if log_path else None
     try:
         with ResumableOutput(out_path, settings, overwrite=overwrite) as res:
-            _check_resumed(res, rows, "prompt", in_path)
-            summary.resumed = len(res.done)
-            todo = [i for i in range(len(rows)) if i not in res.done]
-            bar = _progress(len(rows), len(res.done), "label", progress)
-            for start in range(0, len(todo), chunk):
-                units = todo[start:start + chunk]
-                both = judge_both_orders(judge, [rows[u]["prompt"] for u in units],
-                                         [rows[u]["chosen"] for u in units], [rows[u]["rejected"] for u in units],
-                                         log=log, both_orders=both_orders)
-                for u, p, d in zip(units, both.probs, both.disagreements):
-                    row, tie, swapped = rows[u], p == TIE, p < TIE
-                    new = dict(row)
-                    if swapped:
-                        new["chosen"], new["rejected"] = row["rejected"], row["chosen"]
-                        for a, b in (("chosen_rewards", "rejected_rewards"),):
-                            if a in row and b in row:
-                                new[a], new[b] = row[b], row[a]
-                    old_meta = dict(row.get("meta") or {})
-                    if "source_row" in old_meta:  # e.g. rank's: keep it, source_row now means this input
-                        old_meta["previous_source_row"] = old_meta["source_row"]
-                    new["meta"] = dict(old_meta, source_row=u, label={
-                        "judge": judge.name, "prob_chosen_better": 1.0 - p if swapped else p,
-                        "swapped": swapped, "tie": tie, "orders_disagree": d})
-                    out = [] if tie and ties == "drop" else [new]
-                    res.finish(u, out, {"prompt_hash": text_hash(row["prompt"]), "swapped": swapped, "tie": tie})
-                    summary.units += 1
-                    summary.rows_written += len(out)
-                    summary.comparisons += 1
-                    summary.judge_calls += 2 if both_orders else 1
-                    summary.disagreements += int(d)
-                    summary.swapped += int(swapped)
-                    summary.ties += int(tie)
-                bar.update(len(units))
-            bar.close()
+            for units in _pending_chunks(res, rows, in_path, chunk, "label", progress, summary):
+                _label_chunk(units, rows, judge, both_orders, ties, log, res, summary)
     finally:
         if log is not None:
             log.close()
     return summary
+
+
+def _label_chunk(units, rows, judge, both_orders, ties, log, res, summary) -> None:
+    both = judge_both_orders(judge, [rows[u]["prompt"] for u in units],
+                             [rows[u]["chosen"] for u in units], [rows[u]["rejected"] for u in units],
+                             log=log, both_orders=both_orders)
+    for u, p, d in zip(units, both.probs, both.disagreements):
+        row, tie, swapped = rows[u], p == TIE, p < TIE
+        new = dict(row)
+        if swapped:
+            new["chosen"], new["rejected"] = row["rejected"], row["chosen"]
+            if "chosen_rewards" in row and "rejected_rewards" in row:
+                new["chosen_rewards"], new["rejected_rewards"] = row["rejected_rewards"], row["chosen_rewards"]
+        old_meta = dict(row.get("meta") or {})
+        if "source_row" in old_meta:  # e.g. rank's: keep it, source_row now means this input
+            old_meta["previous_source_row"] = old_meta["source_row"]
+        new["meta"] = dict(old_meta, source_row=u, label={
+            "judge": judge.name, "prob_chosen_better": 1.0 - p if swapped else p,
+            "swapped": swapped, "tie": tie, "orders_disagree": d})
+        out = [] if tie and ties == "drop" else [new]
+        res.finish(u, out, {"prompt_hash": text_hash(row["prompt"]), "swapped": swapped, "tie": tie})
+        summary.units += 1
+        summary.rows_written += len(out)
+        summary.comparisons += 1
+        summary.judge_calls += 2 if both_orders else 1
+        summary.disagreements += int(d)
+        summary.swapped += int(swapped)
+        summary.ties += int(tie)

@@ -46,6 +46,32 @@ def make_accelerator(cfg: TrainConfig, run_dir: Path):
                        cpu=distributed and not torch.cuda.is_available())
 
 
+def open_run_dir(accelerator, run_dir: Path, cfg, *, resume: bool, overwrite: bool,
+                 evidence: tuple[str, ...], cleared: tuple[str, ...] = (), what: str = "a run") -> None:
+    """Make OUTPUT_DIR ready for a run and write its resolved config.yaml (main process; all wait).
+
+    A folder holding any of `evidence` already holds a run: continuing it needs `resume`;
+    `overwrite` removes `evidence` and `cleared` first, so two runs never mix in one folder.
+    """
+    import yaml
+
+    from robustpo.config import to_dict
+    from robustpo.errors import ConfigError
+
+    if accelerator.is_main_process:
+        has_run = any((run_dir / name).exists() for name in evidence)
+        if has_run and not resume and not overwrite:
+            raise ConfigError(f"{run_dir} already holds {what}: pass --resume to continue it, --overwrite to start "
+                              "over, or set train.output_dir to another folder")
+        if overwrite and not resume:
+            for name in (*evidence, *cleared):
+                path = run_dir / name
+                shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    accelerator.wait_for_everyone()
+
+
 @dataclass
 class LoopState:
     step: int = 0            # optimizer steps done

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import yaml
 
 from robustpo.config import RunConfig, to_dict
 from robustpo.errors import ConfigError
@@ -81,19 +80,6 @@ def _check_requirements(spec: LossSpec, report, data_path: str) -> None:
                           f"{data_path} has K={report.num_members}")
 
 
-def _prepare_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
-    has_run = (run_dir / "final").exists() or (run_dir / "checkpoints").exists() or (run_dir / "metrics.jsonl").exists()
-    if has_run and not resume and not overwrite:
-        raise ConfigError(f"{run_dir} already holds a run: pass --resume to continue it, --overwrite to start over, "
-                          "or set train.output_dir to another folder")
-    if has_run and overwrite and not resume:
-        import shutil
-
-        for name in ("final", "checkpoints", "metrics.jsonl"):
-            p = run_dir / name
-            shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
-
-
 @dataclass
 class TrainResult:
     final_dir: Path
@@ -110,7 +96,7 @@ def train_preference(cfg: RunConfig, *, resume: bool = False, overwrite: bool = 
     from robustpo.data.tokenize import tokenize_pairs
     from robustpo.models import load_causal_lm, load_tokenizer, materialize_base
     from robustpo.train import refcache
-    from robustpo.train.loop import make_accelerator, run_loop, total_optimizer_steps
+    from robustpo.train.loop import make_accelerator, open_run_dir, run_loop, total_optimizer_steps
 
     tc = cfg.train
     spec = get_loss(cfg.loss.name, "objective")
@@ -119,11 +105,8 @@ def train_preference(cfg: RunConfig, *, resume: bool = False, overwrite: bool = 
         raise ConfigError("data.train is required (a file, a saved dataset folder or a hub id)")
     run_dir = Path(tc.output_dir)
     accelerator = make_accelerator(tc, run_dir)
-    if accelerator.is_main_process:
-        _prepare_run_dir(run_dir, resume, overwrite)
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
-    accelerator.wait_for_everyone()
+    open_run_dir(accelerator, run_dir, cfg, resume=resume, overwrite=overwrite,
+                 evidence=("final", "checkpoints", "metrics.jsonl"))
     set_seed(tc.seed)
 
     rows, report = load_preferences(cfg.data.train, split=cfg.data.split, fmt=cfg.data.format,

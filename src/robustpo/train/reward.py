@@ -21,16 +21,14 @@ A size-1 family is a single reward model. Members already finished are skipped o
 from __future__ import annotations
 
 import dataclasses
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 
-from robustpo.config import DataConfig, ModelConfig, TrainConfig, to_dict
+from robustpo.config import DataConfig, ModelConfig, TrainConfig
 from robustpo.errors import ConfigError, DataError
 
 MODES = ("seed", "bootstrap", "subsets", "multihead")
@@ -248,18 +246,6 @@ def train_member(accelerator, cfg: RewardRunConfig, plan: MemberPlan, base: str,
     return summary
 
 
-def _prepare_family_dir(family_dir: Path, resume: bool, overwrite: bool) -> None:
-    parts = ("family.json", "runs", "members", "base_model", "config.yaml")
-    has_run = any((family_dir / p).exists() for p in parts[:3])
-    if has_run and not resume and not overwrite:
-        raise ConfigError(f"{family_dir} already holds a reward run: pass --resume to continue it, --overwrite to "
-                          "start over, or set train.output_dir to another folder")
-    if overwrite and not resume:
-        for p in parts:
-            path = family_dir / p
-            shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
-
-
 def _member_made(cfg: RewardRunConfig, plan: MemberPlan, summary: dict, head: int) -> dict:
     made = {"mode": cfg.reward.family.mode, "seed": plan.seed, "steps": summary["steps"],
             "loop_seconds": summary.get("loop_seconds"),
@@ -274,7 +260,7 @@ def _member_made(cfg: RewardRunConfig, plan: MemberPlan, summary: dict, head: in
 
 def train_reward_family(cfg: RewardRunConfig, *, resume: bool = False, overwrite: bool = False) -> Path:
     """Train the reward model(s) of `cfg`, write the family folder (train.output_dir), return it."""
-    from robustpo.train.loop import make_accelerator
+    from robustpo.train.loop import make_accelerator, open_run_dir
 
     from robustpo.data.tokenize import tokenize_pairs
     from robustpo.models import load_tokenizer, materialize_base
@@ -284,15 +270,12 @@ def train_reward_family(cfg: RewardRunConfig, *, resume: bool = False, overwrite
     tc, fam = cfg.train, cfg.reward.family
     family_dir = Path(tc.output_dir)
     accelerator = make_accelerator(tc, family_dir)
-    if accelerator.is_main_process:
-        _prepare_family_dir(family_dir, resume, overwrite)
-        family_dir.mkdir(parents=True, exist_ok=True)
-        (family_dir / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
-    accelerator.wait_for_everyone()
+    open_run_dir(accelerator, family_dir, cfg, resume=resume, overwrite=overwrite, what="a reward run",
+                 evidence=("family.json", "runs", "members"), cleared=("base_model", "config.yaml"))
 
     rows, report = _load_rows(cfg, cfg.data.train)
     if cfg.reward.heldout:
-        train_rows, (held_rows, held_report) = rows, _load_rows(cfg, cfg.reward.heldout)
+        train_rows, (held_rows, _) = rows, _load_rows(cfg, cfg.reward.heldout)
     else:
         train_rows, held_rows = split_heldout(rows, cfg.reward.heldout_fraction, tc.seed)
     accelerator.print(f"{report.summary()}; {len(train_rows)} for training, {len(held_rows)} held out")
