@@ -43,3 +43,13 @@ def fresh_accelerate_state():
     from accelerate.state import AcceleratorState
 
     AcceleratorState._reset_state(reset_partial_state=True)
+
+
+@pytest.fixture(scope="session")
+def quick_testbed(tmp_path_factory):
+    """The quick testbed (reference trained in ~10 s), built once per test session and
+    shared by tests/testbed, tests/eval and anything else that needs a trained policy."""
+    from robustpo.testbed import TestbedConfig, build
+
+    cache = tmp_path_factory.getbasetemp() / "testbed-cache"
+    return build(TestbedConfig.quick(cache_dir=str(cache), rhos=(0.2, 0.8)), log=lambda _: None)

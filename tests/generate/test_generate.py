@@ -1,13 +1,12 @@
 """`robustpo generate`: batched sampling, chat prompts, bad rows, resumable output."""
 
 import os
-import signal
 import subprocess
-import time
 
 import pytest
 
 from genhelpers import PROMPT_TEXTS, cli_command, read_jsonl, run_cli, write_jsonl
+from testdata import kill_when
 from robustpo.errors import ConfigError, DataError
 from robustpo.generate.sampling import SamplingSettings, TransformersSampler, generate_file
 
@@ -160,11 +159,7 @@ def test_sigkilled_generate_resumes_to_the_uninterrupted_result(tiny_policy_dir,
     out = tmp_path / "killed.jsonl"
     env = dict(os.environ, OMP_NUM_THREADS="1")
     proc = subprocess.Popen(cli_command(args + ["--out", out]), env=env, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    while time.time() < deadline and (not out.exists() or out.read_text().count("\n") < 3):
-        time.sleep(0.005)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    kill_when(proc, lambda: out.exists() and out.read_text().count("\n") >= 3, timeout=120)
     written = out.read_text().count("\n")
     assert 3 <= written < 40, "the run must be killed partway"
     assert subprocess.run(cli_command(args + ["--out", out]), env=env, stderr=subprocess.DEVNULL).returncode == 0

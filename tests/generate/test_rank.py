@@ -3,14 +3,13 @@ rank run that resumes. Judge truth (judge_rules.py): the longer response is bett
 
 import os
 import random
-import signal
 import subprocess
-import time
 
 import pytest
 import torch
 
 from genhelpers import HERE, cli_command, read_jsonl, run_cli, write_jsonl
+from testdata import kill_when
 from robustpo.generate.rank import rank_file
 from robustpo.judges.reward import FamilyJudge
 
@@ -121,11 +120,7 @@ def test_killed_rank_run_resumes_without_repeating_finished_prompts(tmp_path, mo
     monkeypatch.setenv("RANK_CALL_LOG", str(tmp_path / "ref-calls.jsonl"))
     assert run_cli([reference if a == out else a for a in argv]) == 0  # uninterrupted, same judge
     proc = subprocess.Popen(cli_command(argv), env=env, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 60
-    while time.time() < deadline and (not state.exists() or len(state.read_text().splitlines()) < 4):
-        time.sleep(0.01)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    kill_when(proc, lambda: state.exists() and len(state.read_text().splitlines()) >= 4, timeout=60)
     finished = {r["unit"] for r in read_jsonl(state)}
     assert 4 <= len(finished) < 12, "the run must be killed partway"
 

@@ -2,15 +2,14 @@
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
 
 from rewardtesting import Interrupted, StopsAfter, write_rows
+from testdata import kill_when
 from robustpo.data.io import read_records
 from robustpo.data.schema import load_preferences
 from robustpo.rewards import load_family, score_dataset
@@ -95,13 +94,7 @@ def test_sigkilled_score_command_resumes(bootstrap_family, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     partial = tmp_path / "scored.jsonl.partial"
-    deadline = time.time() + 60
-    while not partial.exists() or len(partial.read_bytes().splitlines()) < 20:
-        assert proc.poll() is None, "finished before it could be killed"
-        assert time.time() < deadline
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    kill_when(proc, lambda: partial.exists() and len(partial.read_bytes().splitlines()) >= 20, timeout=60)
     assert not out.exists()
     done_before = len(partial.read_bytes().splitlines()) - 1
     rerun = subprocess.run(cmd[:-1] + ["32"], env=env, capture_output=True, text=True)  # batch size is free

@@ -4,14 +4,13 @@ and both end with the weights of an uninterrupted run (same seed, same CPU resul
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 
 import torch
 
 from rewardtesting import TINY_REWARD_MODEL, write_rows
+from testdata import kill_when
 from robustpo.rewards.synthetic import make_pairs
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -43,13 +42,7 @@ def test_reward_train_killed_then_resumed_matches_uninterrupted(tmp_path):
     killed = recipe(tmp_path, data, "killed")
     proc = subprocess.Popen(cmd + [str(killed)], env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     marker = tmp_path / "killed" / "runs" / "member-1" / "checkpoints" / "step-20"
-    deadline = time.time() + 300
-    while not marker.exists():
-        assert proc.poll() is None, "the run finished before it could be killed; make it longer"
-        assert time.time() < deadline
-        time.sleep(0.01)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    kill_when(proc, marker.exists, timeout=300)
     assert not (tmp_path / "killed" / "family.json").exists()
     first = (tmp_path / "killed" / "members" / "member-0" / "model.safetensors").stat().st_mtime_ns
 

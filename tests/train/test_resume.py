@@ -2,15 +2,13 @@
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 
 import torch
 import yaml
 
-from testdata import TINY_PAIRS
+from testdata import TINY_PAIRS, kill_when
 
 
 def recipe(tmp_path, model_dir, out):
@@ -46,13 +44,8 @@ def test_kill_9_then_resume_matches_uninterrupted(tmp_path, tiny_model_dir):
     killed = recipe(tmp_path, tiny_model_dir, "killed")
     proc = subprocess.Popen(train_cmd(killed), env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     ckpts = tmp_path / "killed" / "checkpoints"
-    deadline = time.time() + 120
-    while not (ckpts / "step-12").exists():  # well into training, with later checkpoints still to come
-        assert proc.poll() is None, "the run finished before it could be killed; make it longer"
-        assert time.time() < deadline
-        time.sleep(0.01)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    # well into training, with later checkpoints still to come
+    kill_when(proc, (ckpts / "step-12").exists, timeout=120)
     assert not (tmp_path / "killed" / "final").exists()
 
     resumed = subprocess.run(train_cmd(killed, "--resume"), env=ENV, capture_output=True, text=True)
