@@ -107,16 +107,14 @@ def plot_vs(rows, key, ylabel, path, *, x="rho", group="method"):
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for name in dict.fromkeys(r[group] for r in rows):
         xs = sorted({r[x] for r in rows if r[group] == name})
-        vals = [[r[key] for r in rows if r[group] == name and r[x] == v] for v in xs]
-        means = [np.mean(v) for v in vals]
+        cells = [[r for r in rows if r[group] == name and r[x] == v] for v in xs]
+        means = [np.mean([r[key] for r in cell]) for cell in cells]
         # error bars: standard error over seeds; with one seed, the run's own 95% bootstrap CI (win rate only)
-        if all(len(v) > 1 for v in vals):
-            err = [np.std(v, ddof=1) / np.sqrt(len(v)) for v in vals]
+        if all(len(cell) > 1 for cell in cells):
+            err = [np.std([r[key] for r in cell], ddof=1) / np.sqrt(len(cell)) for cell in cells]
         elif key == "win_rate":
-            err = [[m - r["ci_lo"] for m, r in zip(means, (next(r for r in rows if r[group] == name and r[x] == v)
-                                                            for v in xs))],
-                   [r["ci_hi"] - m for m, r in zip(means, (next(r for r in rows if r[group] == name and r[x] == v)
-                                                            for v in xs))]]
+            err = [[m - cell[0]["ci_lo"] for m, cell in zip(means, cells)],
+                   [cell[0]["ci_hi"] - m for m, cell in zip(means, cells)]]
         else:
             err = None
         ax.errorbar(xs, means, yerr=err, marker="o", capsize=3, label=name)

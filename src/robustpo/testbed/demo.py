@@ -132,7 +132,7 @@ def reward_family(data_path: Path, reference: Path, out_dir: Path, *, seed: int,
     return Path(family)
 
 
-def family_validation(family_dir: Path, validation_path: Path) -> dict:
+def family_validation(family, family_dir: Path, validation_path: Path) -> dict:
     """The family's metrics on the testbed's unbiased, gold-labelled validation pairs, saved beside it.
 
     Distillation can only be as robust as the rewards it distills: accuracy below 0.5 here
@@ -140,7 +140,7 @@ def family_validation(family_dir: Path, validation_path: Path) -> dict:
     from robustpo.data.io import read_records, write_json_atomic
     from robustpo.rewards.evaluate import evaluate_family
 
-    metrics = evaluate_family(family_dir, read_records(validation_path))
+    metrics = evaluate_family(family, read_records(validation_path))
     write_json_atomic(family_dir.parent / "validation_metrics.json", metrics)
     return metrics
 
@@ -191,7 +191,7 @@ def write_outputs(result: dict, out: Path, *, rho: float, seed: int, quick: bool
 
 def run(args) -> int:
     from robustpo.data.io import read_records
-    from robustpo.rewards import score_dataset
+    from robustpo.rewards import load_family, score_dataset
     from robustpo.testbed.build import TestbedConfig, build
 
     methods = args.methods or list(METHODS)
@@ -212,9 +212,11 @@ def run(args) -> int:
         family_dir = progress.stage("reward family (3 × bootstrap)", reward_family, data, tb.reference_path,
                                     out / "reward_family" / "family", seed=args.seed, quick=args.quick)
         scored = out / "reward_family" / "scored.jsonl"
-        progress.stage("score the dataset", score_dataset, family_dir, data, scored, normalize="standardize",
+        family = load_family(family_dir)   # loaded once: it scores the data, then is measured on validation
+        progress.stage("score the dataset", score_dataset, family, data, scored, normalize="standardize",
                        overwrite=True, progress=False)
-        progress.stage("family on unbiased validation pairs", family_validation, family_dir, tb.validation_path)
+        progress.stage("family on unbiased validation pairs", family_validation, family, family_dir,
+                       tb.validation_path)
 
     runs = {}
     for m in methods:
