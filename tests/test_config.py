@@ -74,3 +74,21 @@ def test_regularizer_names_are_checked():
         load_config(None, ["--regularizers=[{name: bcrr}]"])
     with pytest.raises(ConfigError, match="unknown regularizer 'dpo'"):
         load_config(None, ["--regularizers=[{name: dpo}]"])
+
+
+@pytest.mark.parametrize("recipe,override,message", [
+    ("dpo", "--loss.beta=-0.1", "loss.beta must be > 0 (objective 'dpo'), got -0.1"),
+    ("e_dpo", "--loss.ensemble_reduce=bogus",
+     "loss.ensemble_reduce must be one of batch_min|example_min|mean (objective 'e_dpo'), got 'bogus'"),
+    ("rdpo", "--loss.label_smoothing=0.5", "loss.label_smoothing must be in [0, 0.5) (objective 'rdpo'), got 0.5"),
+    ("dpo_bcr", "--regularizers=[{name: bcr, budget: -1}]",
+     "regularizers[0].budget must be >= 0 (regularizer 'bcr'), got -1"),
+])
+def test_a_bad_loss_value_stops_train_before_any_work(tmp_path, capsys, recipe, override, message):
+    """One line naming the key and the allowed values, and no run folder: nothing was started."""
+    from robustpo.cli import main
+
+    path = REPO / "recipes" / "tiny" / f"{recipe}.yaml"
+    assert main(["train", str(path), override, f"--train.output_dir={tmp_path / 'run'}"]) == 2
+    assert capsys.readouterr().err == f"robustpo train: error: {path}: {message}\n"
+    assert not (tmp_path / "run").exists()

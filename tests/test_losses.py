@@ -10,13 +10,16 @@ Hand values used below:
 so DPO's mean loss is (0.386871 + 1.136871) / 2 = 0.761871.
 """
 
+import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
 
+from robustpo.config import load_config
 from robustpo.errors import ConfigError
-from robustpo.losses import LOSSES, get_loss
+from robustpo.losses import LOSSES, LossSpec, get_loss
 
 PC = torch.tensor([-1.0, -2.0])
 PR = torch.tensor([-3.0, -1.0])
@@ -113,6 +116,9 @@ def test_dpop():
     row 2: −log σ(0.5·(−1.5 − 2·0.5)) = nls(−1.25) = 1.501929."""
     out = LOSSES["dpop"].fn(PC, PR, RC, RR, beta=BETA, dpop_lambda=2.0)
     assert out.losses.tolist() == pytest.approx([0.386871, 1.501929], abs=1e-6)
+
+
+NW, NL = torch.tensor([2, 4]), torch.tensor([4, 2])   # n(w), n(l) for the shared batch
 
 
 def rewards(margins_per_member):
@@ -233,3 +239,104 @@ def test_registry_specs_and_unknown_names():
         get_loss("minordpo")
     with pytest.raises(ConfigError, match="did you mean 'beta'"):
         LOSSES["dpo"].check_hparams({"betta": 0.2})
+
+
+@pytest.mark.parametrize("name", sorted(LOSSES))
+def test_batch_level_specs_alone_have_no_per_example_losses(name):
+    spec = LOSSES[name]
+    inputs = {"chosen_lengths": NW, "rejected_lengths": NL, "chosen_rewards": torch.tensor([[1.0], [0.5]]),
+              "rejected_rewards": torch.zeros(2, 1)}
+    out = spec.call(PC, PR, RC, RR, inputs, {})
+    assert (out.losses is None) == spec.batch_level
+
+
+def test_a_spec_must_declare_what_its_function_takes():
+    with pytest.raises(TypeError, match="needs_lengths=False but ipo takes chosen_lengths"):
+        LossSpec("x", LOSSES["ipo"].fn)
+    with pytest.raises(TypeError, match=r"\['betta'\] are not hyperparameters"):
+        LossSpec("x", LOSSES["dpo"].fn, hparams={"betta": LOSSES["dpo"].hparams["beta"]})
+
+
+# ------------------------------------------------------- hyperparameter values, checked on load
+
+RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "tiny" / "dpo.yaml"
+BETA_LOSSES = ["dpo", "cdpo", "rdpo", "hinge", "minor_dpo", "dpop", "distill", "distill_soft", "e_dpo", "p_dpo"]
+# (loss, hyperparameter, the allowed values as the error states them, refused values, accepted edge values):
+# the ranges of DESIGN.md and the papers, written out here independently of the registry.
+RANGES = [(name, "beta", "> 0", [0, -0.1], [1e-6, 5]) for name in BETA_LOSSES] + [
+    ("cdpo", "label_smoothing", "in [0, 1]", [-0.1, 1.1], [0, 1]),
+    ("rdpo", "label_smoothing", "in [0, 0.5)", [-0.1, 0.5], [0, 0.49]),
+    ("ipo", "tau", "> 0", [0, -1], [1e-6]),
+    ("dpop", "dpop_lambda", ">= 0", [-1], [0]),
+    ("distill_soft", "temperature", "> 0", [0, -2], [1e-6]),
+    ("e_dpo", "gamma", ">= 0", [-0.1], [0]),
+    ("e_dpo", "ensemble_reduce", "one of batch_min|example_min|mean", ["bogus", "min", 1],
+     ["batch_min", "example_min", "mean"]),
+    ("p_dpo", "gamma", ">= 0", [-0.1], [0]),
+    ("nll", "weight", ">= 0", [-1], [0]),
+    ("bcr", "weight", ">= 0", [-1], [0]),
+    ("bcr", "budget", ">= 0", [-0.1], [0]),
+]
+
+
+def loss_override(name: str, key: str, value) -> tuple[str, str]:
+    """The override that sets `key` of loss `name` (as an objective or a regularizer) and the key path it names."""
+    entry = f"{{name: {name}, {key}: {json.dumps(value)}}}"
+    if LOSSES[name].kind == "regularizer":
+        return f"--regularizers=[{entry}]", f"regularizers[0].{key}"
+    return f"--loss={entry}", f"loss.{key}"
+
+
+@pytest.mark.parametrize("name,key,allowed,refused,accepted", RANGES, ids=[f"{r[0]}.{r[1]}" for r in RANGES])
+def test_out_of_range_values_are_refused_when_the_recipe_loads(name, key, allowed, refused, accepted):
+    for value in refused:
+        override, path = loss_override(name, key, value)
+        with pytest.raises(ConfigError) as e:
+            load_config(None, [override])
+        assert str(e.value) == f"{path} must be {allowed} ({LOSSES[name].kind} '{name}'), got {value!r}"
+    for value in accepted:
+        cfg = load_config(None, [loss_override(name, key, value)[0]])
+        loss = cfg.regularizers[0] if LOSSES[name].kind == "regularizer" else cfg.loss
+        assert loss.params[key] == value
+
+
+def test_every_declared_range_is_tested_above():
+    declared = {(n, k) for n, s in LOSSES.items() for k in s.hparams}
+    assert declared == {(r[0], r[1]) for r in RANGES}
+    # Every hyperparameter but the booleans has a declared range or choice.
+    assert declared == {(n, k) for n, s in LOSSES.items() for k, d in s.defaults.items() if not isinstance(d, bool)}
+
+
+def test_recipe_values_are_coerced_to_the_defaults_types():
+    """YAML 1.1 reads `1e-1` (no dot) as the string '1e-1': it is the float 0.1. An int stands for a float."""
+    beta = load_config(RECIPE, overrides=["--loss.beta=1e-1"]).loss.params["beta"]
+    assert beta == 0.1 and type(beta) is float
+    assert type(load_config(RECIPE, ["--loss.beta=1"]).loss.params["beta"]) is float
+    for override, message in [
+        ("--loss.beta=abc", "loss.beta must be a finite number (objective 'dpo'), got 'abc'"),
+        ("--loss.beta=true", "loss.beta must be a finite number (objective 'dpo'), got True"),
+        ("--loss.beta=.inf", "loss.beta must be a finite number (objective 'dpo'), got inf"),
+        ("--loss={name: ipo, length_normalize: 1}", "loss.length_normalize must be true or false (objective 'ipo'), "
+                                                    "got 1"),
+        ("--regularizers=[{name: bcr, normalize: 'no'}]",
+         "regularizers[0].normalize must be true or false (regularizer 'bcr'), got 'no'"),
+    ]:
+        with pytest.raises(ConfigError) as e:
+            load_config(RECIPE, [override])
+        assert str(e.value) == f"{RECIPE}: {message}"
+
+
+def test_resolved_params_fill_in_the_defaults_and_round_trip_through_config_yaml(tmp_path):
+    """`config.yaml` holds every value the run used, flat, and loads back to the same config."""
+    import yaml
+
+    from robustpo.config import to_dict
+
+    cfg = load_config(None, ["--loss={name: e_dpo, gamma: 1}", "--regularizers=[{name: bcr, budget: 2e-1}]"])
+    assert cfg.loss.params == {"beta": 0.1, "gamma": 1.0, "ensemble_reduce": "batch_min"}
+    assert cfg.regularizers[0].params == {"weight": 1.0, "budget": 0.2, "normalize": True}
+    saved = to_dict(cfg)
+    assert saved["loss"] == {"name": "e_dpo", "beta": 0.1, "gamma": 1.0, "ensemble_reduce": "batch_min"}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(saved, sort_keys=False))
+    assert to_dict(load_config(tmp_path / "config.yaml")) == saved
+    assert all(s.resolve({}) == s.defaults for s in LOSSES.values())  # every default lies in its own range

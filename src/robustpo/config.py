@@ -2,7 +2,10 @@
 
 Unknown keys are errors with a "did you mean"; values are checked against the field types.
 The loss section is `{name: e_dpo, beta: 0.1, gamma: 0.1}`: the name plus that loss's
-hyperparameters, checked against the loss function's signature.
+hyperparameters. They are resolved when the recipe loads (`LossSpec.resolve`): names checked
+against the function's signature, values coerced to its defaults' types and checked against
+the ranges the registry declares, defaults filled in, so that a bad value fails before any
+model or data work and `config.yaml` records every value the run used.
 """
 
 from __future__ import annotations
@@ -56,7 +59,14 @@ class DataConfig:
 @dataclass
 class LossConfig:
     name: str = "dpo"
-    params: dict = field(default_factory=dict)
+    params: dict = field(default_factory=dict)   # every hyperparameter, resolved by the spec when loaded
+
+    @property
+    def spec(self):
+        """The registry entry (`robustpo.losses.LossSpec`) the trainer reads."""
+        from robustpo.losses import get_loss
+
+        return get_loss(self.name)
 
 
 @dataclass
@@ -148,10 +158,9 @@ def _loss_from(value, where: str) -> LossConfig:
     kind = "regularizer" if where.startswith("regularizers") else "objective"
     try:
         spec = get_loss(value["name"], kind)
-        spec.check_hparams(params)
     except ConfigError as e:
         raise ConfigError(f"{where}: {e}") from None
-    return LossConfig(name=value["name"], params=params)
+    return LossConfig(name=spec.name, params=spec.resolve(params, where))
 
 
 def from_dict(cls, data: dict, where: str = ""):

@@ -13,13 +13,16 @@ Inputs beyond the log-probs are keyword-only and requested through the spec:
 `kl_policy_logps` / `kl_reference_logps` (B, M) log-probs of extra reference samples.
 
 The training loop reads `LossSpec` to decide what to compute and feed; it never branches on
-a loss name. All maths runs in float32.
+a loss name. Each spec also declares its hyperparameters' allowed values (`Param`): their
+types come from the function's defaults, and `LossSpec.resolve` coerces and checks a
+recipe's values when it loads. All maths runs in float32.
 """
 
 from __future__ import annotations
 
 import difflib
 import inspect
+import math
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -260,9 +263,65 @@ def bcr(pc, pr, rc, rr, *, chosen_lengths, weight: float = 1.0, budget: float = 
 # ---------------------------------------------------------------------------- registry
 
 
+INPUTS = {"chosen_rewards", "rejected_rewards", "chosen_lengths", "rejected_lengths", "kl_policy_logps",
+          "kl_reference_logps"}
+
+
+@dataclass(frozen=True)
+class Param:
+    """The values a hyperparameter may take (its type and default come from the function).
+
+    A number lies in [low, high], each end excluded when `open_low` / `open_high` and absent
+    when None; a string is one of `choices`."""
+
+    low: float | None = None
+    high: float | None = None
+    open_low: bool = False
+    open_high: bool = False
+    choices: tuple[str, ...] = ()
+
+    def allows(self, v) -> bool:
+        if self.choices:
+            return v in self.choices
+        return ((self.low is None or (v > self.low if self.open_low else v >= self.low))
+                and (self.high is None or (v < self.high if self.open_high else v <= self.high)))
+
+    def __str__(self) -> str:
+        if self.choices:
+            return "one of " + "|".join(self.choices)
+        if self.high is None:
+            return f"{'>' if self.open_low else '>='} {self.low:g}"
+        return f"in {'(' if self.open_low else '['}{self.low:g}, {self.high:g}{')' if self.open_high else ']'}"
+
+
+POSITIVE, NON_NEGATIVE = Param(low=0, open_low=True), Param(low=0)
+
+
+def _coerce_like(value, default):
+    """`value` as the type of `default`, or None: YAML 1.1 reads `1e-1` as a string, and an int
+    stands for a float; bools stay bools (True is not 1.0) and numbers must be finite."""
+    if isinstance(default, bool):
+        return value if isinstance(value, bool) else None
+    if isinstance(default, float):
+        if isinstance(value, str):
+            try:
+                value = float(value)
+            except ValueError:
+                return None
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        return float(value) if ok else None
+    if isinstance(default, int):
+        return value if isinstance(value, int) and not isinstance(value, bool) else None
+    return value if isinstance(value, str) else None
+
+
+TYPE_NAMES = {bool: "true or false", float: "a finite number", int: "an integer", str: "a string"}
+
+
 @dataclass(frozen=True)
 class LossSpec:
-    """What the training loop must compute and feed for a loss (it never reads `name`)."""
+    """What the training loop must compute and feed for a loss (it never reads `name`), and
+    the allowed values of its hyperparameters (`hparams`: name -> Param)."""
 
     name: str
     fn: Callable[..., LossOutput]
@@ -272,17 +331,31 @@ class LossSpec:
     min_members: int = 0               # smallest K the objective makes sense with
     needs_lengths: bool = False        # chosen_lengths / rejected_lengths
     uses_reference_samples: bool = False  # accepts kl_policy_logps / kl_reference_logps
-    batch_level: bool = False          # does not decompose into per-example terms
+    batch_level: bool = False          # does not decompose into per-example terms (`losses` is None)
     summary: str = ""
+    hparams: dict[str, Param] = field(default_factory=dict, hash=False)
+
+    def __post_init__(self):
+        # The declarations must match the function, so that the loop can trust them.
+        accepted = inspect.signature(self.fn).parameters
+        for flag, arg in [("needs_rewards", "chosen_rewards"), ("needs_lengths", "chosen_lengths"),
+                          ("uses_reference_samples", "kl_policy_logps")]:
+            if getattr(self, flag) != (arg in accepted):
+                raise TypeError(f"LossSpec '{self.name}': {flag}={getattr(self, flag)} but {self.fn.__name__} "
+                                f"{'takes' if arg in accepted else 'does not take'} {arg}")
+        for key, default in self.defaults.items():
+            if type(default) not in TYPE_NAMES:
+                raise TypeError(f"LossSpec '{self.name}': hyperparameter '{key}' needs a bool/int/float/str default")
+        if set(self.hparams) - set(self.defaults):
+            raise TypeError(f"LossSpec '{self.name}': {sorted(set(self.hparams) - set(self.defaults))} "
+                            f"are not hyperparameters of {self.fn.__name__}")
 
     @property
     def defaults(self) -> dict:
         """Hyperparameters and their defaults, read from the function's signature."""
-        inputs = {"chosen_rewards", "rejected_rewards", "chosen_lengths", "rejected_lengths",
-                  "kl_policy_logps", "kl_reference_logps"}
         params = inspect.signature(self.fn).parameters.values()
         return {p.name: p.default for p in params
-                if p.kind is inspect.Parameter.KEYWORD_ONLY and p.name not in inputs}
+                if p.kind is inspect.Parameter.KEYWORD_ONLY and p.name not in INPUTS}
 
     def call(self, pc, pr, rc, rr, inputs: dict, hparams: dict) -> LossOutput:
         """Call the function with the inputs it accepts (from those the loop computed) and `hparams`."""
@@ -298,31 +371,58 @@ class LossSpec:
                 hint = f"; did you mean '{close[0]}'?" if close else f"; it takes: {', '.join(known) or 'none'}"
                 raise ConfigError(f"loss '{self.name}' has no hyperparameter '{key}'{hint}")
 
+    def resolve(self, hparams: dict, where: str = "loss") -> dict:
+        """Every hyperparameter, in signature order: the given value coerced to its default's
+        type (or the default), checked against its `Param`. Errors name `where.key`."""
+        try:
+            self.check_hparams(hparams)
+        except ConfigError as e:
+            raise ConfigError(f"{where}: {e}") from None
+        out = {}
+        for key, default in self.defaults.items():
+            raw = hparams.get(key, default)
+            value, allowed = _coerce_like(raw, default), self.hparams.get(key)
+            if value is None or (allowed is not None and not allowed.allows(value)):
+                need = str(allowed) if value is not None or (allowed and allowed.choices) else TYPE_NAMES[type(default)]
+                raise ConfigError(f"{where}.{key} must be {need} ({self.kind} '{self.name}'), got {raw!r}")
+            out[key] = value
+        return out
 
+
+BETA = {"beta": POSITIVE}
 LOSSES: dict[str, LossSpec] = {s.name: s for s in [
-    LossSpec("dpo", dpo, summary="−log σ(βh)"),
-    LossSpec("cdpo", cdpo, summary="label-smoothed DPO"),
-    LossSpec("rdpo", rdpo, summary="robust DPO, unbiased under label noise ε"),
-    LossSpec("ipo", ipo, needs_lengths=True, summary="(h − 1/(2τ))²"),
-    LossSpec("hinge", hinge, summary="max(0, 1 − βh)"),
-    LossSpec("minor_dpo", minor_dpo, summary="rejected pushed down only while above the reference"),
-    LossSpec("dpop", dpop, summary="DPO with a penalty when the chosen drops below the reference"),
-    LossSpec("distill", distill, needs_rewards=True, min_members=1, summary="(βh − Δr)², d-DPO"),
+    LossSpec("dpo", dpo, summary="−log σ(βh)", hparams=BETA),
+    LossSpec("cdpo", cdpo, summary="label-smoothed DPO",
+             hparams={**BETA, "label_smoothing": Param(0, 1)}),
+    LossSpec("rdpo", rdpo, summary="robust DPO, unbiased under label noise ε",
+             hparams={**BETA, "label_smoothing": Param(0, 0.5, open_high=True)}),
+    LossSpec("ipo", ipo, needs_lengths=True, summary="(h − 1/(2τ))²", hparams={"tau": POSITIVE}),
+    LossSpec("hinge", hinge, summary="max(0, 1 − βh)", hparams=BETA),
+    LossSpec("minor_dpo", minor_dpo, summary="rejected pushed down only while above the reference", hparams=BETA),
+    LossSpec("dpop", dpop, summary="DPO with a penalty when the chosen drops below the reference",
+             hparams={**BETA, "dpop_lambda": NON_NEGATIVE}),
+    LossSpec("distill", distill, needs_rewards=True, min_members=1, summary="(βh − Δr)², d-DPO", hparams=BETA),
     LossSpec("distill_soft", distill_soft, needs_rewards=True, min_members=1,
-             summary="cross-entropy to σ(Δr/T)"),
+             summary="cross-entropy to σ(Δr/T)", hparams={**BETA, "temperature": POSITIVE}),
     LossSpec("e_dpo", e_dpo, needs_rewards=True, min_members=1, uses_reference_samples=True,
-             batch_level=True, summary="pessimistic ensemble distillation + γ·KL̂"),
-    LossSpec("p_dpo", p_dpo, uses_reference_samples=True, batch_level=True, summary="DPO + γ·KL̂"),
+             batch_level=True, summary="pessimistic ensemble distillation + γ·KL̂",
+             hparams={**BETA, "gamma": NON_NEGATIVE,
+                      "ensemble_reduce": Param(choices=("batch_min", "example_min", "mean"))}),
+    LossSpec("p_dpo", p_dpo, uses_reference_samples=True, batch_level=True, summary="DPO + γ·KL̂",
+             hparams={**BETA, "gamma": NON_NEGATIVE}),
     LossSpec("nll", nll, kind="regularizer", needs_reference=False, needs_lengths=True,
-             summary="α · per-token NLL of the chosen"),
+             summary="α · per-token NLL of the chosen", hparams={"weight": NON_NEGATIVE}),
     LossSpec("bcr", bcr, kind="regularizer", needs_lengths=True,
-             summary="penalty once the chosen loses more than δ nats/token"),
+             summary="penalty once the chosen loses more than δ nats/token",
+             hparams={"weight": NON_NEGATIVE, "budget": NON_NEGATIVE}),
 ]}
 
 
 def get_loss(name: str, kind: str | None = None) -> LossSpec:
     """Look up a spec by name; unknown names get a 'did you mean'."""
     names = [n for n, s in LOSSES.items() if kind is None or s.kind == kind]
+    if not isinstance(name, str):
+        raise ConfigError(f"{kind or 'loss'} name must be a string, got {name!r}")
     if name not in names:
         close = difflib.get_close_matches(name, names, n=1)
         hint = f"; did you mean '{close[0]}'?" if close else f"; choose from: {', '.join(names)}"
