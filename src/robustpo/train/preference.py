@@ -1,13 +1,13 @@
 """Preference training: any objective of the catalogue, plus regularizers, on the one loop.
 
-Order of work, so that bad input fails before anything expensive: config -> data
-(validated) -> loss requirements checked against the data -> tokenizer -> reference
-log-probs (cached) -> policy -> loop -> final model.
+Order of work, so that bad input fails before anything expensive: config (hyperparameters
+resolved against the loss spec) -> data (validated) -> loss requirements checked against the
+data -> tokenizer -> policy -> reference log-probs (cached; only when a spec needs them) ->
+loop -> final model. What is computed and fed is read from the specs, never from a loss name.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import warnings
 from dataclasses import dataclass
@@ -17,8 +17,8 @@ import torch
 
 from robustpo.config import RunConfig, to_dict
 from robustpo.errors import ConfigError
-from robustpo.losses import LossSpec, get_loss
-from robustpo.train.forward import ResponseLogps, frozen_logps, model_inputs, supports_prefix_sharing
+from robustpo.losses import LossSpec
+from robustpo.train.forward import ResponseLogps, model_inputs, supports_prefix_sharing
 
 
 def item_length(it: dict) -> int:
@@ -27,32 +27,46 @@ def item_length(it: dict) -> int:
 
 
 def pair_metrics(pc, pr, rc, rr, out) -> dict[str, float]:
-    """The standard preference metrics, whatever the objective."""
-    dw, dl = (pc - rc).detach().float(), (pr - rr).detach().float()
+    """The standard preference metrics, whatever the objective (the log-ratios need a reference)."""
     cr, rj = out.chosen_rewards, out.rejected_rewards
-    return {
+    metrics = {
         "rewards/chosen": cr.mean().item(), "rewards/rejected": rj.mean().item(),
         "rewards/margins": (cr - rj).mean().item(), "rewards/accuracies": (cr > rj).float().mean().item(),
         "logps/chosen": pc.detach().float().mean().item(), "logps/rejected": pr.detach().float().mean().item(),
-        "logratio/chosen": dw.mean().item(), "logratio/rejected": dl.mean().item(),
-        "kl_forward": (-(dw + dl) / 2).mean().item(),
     }
+    if rc is not None:
+        dw, dl = (pc - rc).detach().float(), (pr - rr).detach().float()
+        metrics.update({"logratio/chosen": dw.mean().item(), "logratio/rejected": dl.mean().item(),
+                        "kl_forward": (-(dw + dl) / 2).mean().item()})
+    return metrics
+
+
+def needs_reference(spec: LossSpec, regularizers: list[tuple[LossSpec, dict]]) -> bool:
+    return spec.needs_reference or any(s.needs_reference for s, _ in regularizers)
 
 
 def make_step_fn(spec: LossSpec, params: dict, regularizers: list[tuple[LossSpec, dict]], reference_fn=None):
-    """step(model, batch) -> (loss, metrics). `reference_fn(batch) -> logps (2B + B·M,)` when not cached."""
+    """step(model, batch) -> (loss, metrics).
+
+    Reference log-probs come from the batch (cached), from `reference_fn(model, batch) -> logps
+    (2B + B·M,)`, or, when neither the objective nor a regularizer needs them, not at all
+    (None is passed). Lengths are fed only to specs that ask for them."""
+    needs_lengths = spec.needs_lengths or any(s.needs_lengths for s, _ in regularizers)
 
     def step(model, batch):
         logps, _ = model(**model_inputs(batch))                                           # (2B + B·M,)
         B, M = batch["index"].shape[0], batch["num_reference_samples"]
         pc, pr = logps[:B], logps[B:2 * B]                                                # (B,), (B,)
+        rc = rr = rs = None
         if "reference_chosen_logps" in batch:
             rc, rr = batch["reference_chosen_logps"], batch["reference_rejected_logps"]
             rs = batch.get("reference_sample_logps")
-        else:
-            ref = reference_fn(batch)
+        elif reference_fn is not None:
+            ref = reference_fn(model, batch)
             rc, rr, rs = ref[:B], ref[B:2 * B], ref[2 * B:].view(B, M) if M else None
-        inputs = {"chosen_lengths": batch["chosen_lengths"], "rejected_lengths": batch["rejected_lengths"]}
+        inputs = {}
+        if needs_lengths:
+            inputs = {"chosen_lengths": batch["chosen_lengths"], "rejected_lengths": batch["rejected_lengths"]}
         for key in ("chosen_rewards", "rejected_rewards"):
             if key in batch:
                 inputs[key] = batch[key]
@@ -99,8 +113,8 @@ def train_preference(cfg: RunConfig, *, resume: bool = False, overwrite: bool = 
     from robustpo.train.loop import make_accelerator, open_run_dir, run_loop, total_optimizer_steps
 
     tc = cfg.train
-    spec = get_loss(cfg.loss.name, "objective")
-    regularizers = [(get_loss(r.name, "regularizer"), r.params) for r in cfg.regularizers]
+    spec = cfg.loss.spec
+    regularizers = [(r.spec, r.params) for r in cfg.regularizers]
     if not cfg.data.train:
         raise ConfigError("data.train is required (a file, a saved dataset folder or a hub id)")
     run_dir = Path(tc.output_dir)
@@ -131,8 +145,6 @@ def train_preference(cfg: RunConfig, *, resume: bool = False, overwrite: bool = 
                                   max_prompt_length=cfg.data.max_prompt_length, source=cfg.data.train)
     accelerator.print(stats.summary())
 
-    # Reference: an explicit model, or the starting point (for LoRA: the adapter-disabled base).
-    reference_path = cfg.model.reference or base
     policy = load_causal_lm(base, cfg.model)
     model = ResponseLogps(policy, tc.response_only_projection)
     shared = tc.prefix_sharing and supports_prefix_sharing(policy)
@@ -141,41 +153,11 @@ def train_preference(cfg: RunConfig, *, resume: bool = False, overwrite: bool = 
     layout = collate_shared if shared else collate_pairs
     collate = lambda batch: layout(batch, tokenizer.pad_token_id)  # noqa: E731
     reference_fn = None
-    if tc.precompute_reference:
-        key = refcache.fingerprint(refcache.data_fingerprint(items), refcache.model_fingerprint(reference_path),
-                                   cfg.model.dtype, "v1")
-        path = refcache.cache_path(Path(tc.reference_cache_dir or run_dir / "reference_cache"), key)
-        if path.exists():
-            values = refcache.read_cache(path)
-            accelerator.print(f"reference log-probs: cached ({path})")
-        else:
-            if cfg.model.reference is None and cfg.model.lora is not None:
-                ref_module, ctx = model, policy.disable_adapter()
-            else:
-                ref_module = ResponseLogps(load_causal_lm(reference_path, cfg.model, trainable=False),
-                                           tc.response_only_projection)
-                ctx = contextlib.nullcontext()
-            ref_module.to(accelerator.device).eval()
-            # Same autocast as the policy's forward: with bf16/fp16, Δ(y) must not start
-            # away from 0 merely because the two sides ran at different precision.
-            with ctx, accelerator.autocast():
-                values = refcache.compute_reference_logps(ref_module, items, collate, batch_size=tc.batch_size * 2,
-                                                          accelerator=accelerator)
-            del ref_module
-            if accelerator.is_main_process:
-                refcache.write_cache(path, values)
-        refcache.attach(items, values)
+    if needs_reference(spec, regularizers):
+        reference_fn = refcache.setup_reference(cfg, items, model, base, collate, accelerator, run_dir)
     else:
-        if cfg.model.reference is None and cfg.model.lora is not None:
-            def reference_fn(batch):
-                with accelerator.unwrap_model(model).lm.disable_adapter(), accelerator.autocast():
-                    return frozen_logps(model, batch, accelerator.device)
-        else:
-            ref_module = ResponseLogps(load_causal_lm(reference_path, cfg.model, trainable=False),
-                                       tc.response_only_projection).to(accelerator.device)
-            def reference_fn(batch):
-                with accelerator.autocast():
-                    return frozen_logps(ref_module, batch, accelerator.device)
+        accelerator.print(f"reference: not needed by '{spec.name}'"
+                          f"{' and its regularizers' if regularizers else ''}; none loaded or cached")
 
     from transformers import get_scheduler
 

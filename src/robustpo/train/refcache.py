@@ -1,14 +1,16 @@
 """Reference log-probs: computed once per (tokenized dataset, reference model), cached on disk.
 
-The cache key hashes the token ids of every pair (so any change to the data, the tokenizer
-or the truncation settings invalidates it) and the reference model's files (config and
-weights). The reference model is loaded only to fill the cache and freed before training.
-With several processes each computes its shard and the shards are gathered, so the work is
-split, not repeated.
+`setup_reference` is the one entry point the trainer calls, and only when its objective or a
+regularizer needs a reference (`LossSpec.needs_reference`). The cache key hashes the token
+ids of every pair (so any change to the data, the tokenizer or the truncation settings
+invalidates it) and the reference model's files (config and weights). The reference model
+is loaded only to fill the cache and freed before training. With several processes each
+computes its shard and the shards are gathered, so the work is split, not repeated.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 from pathlib import Path
@@ -16,7 +18,61 @@ from pathlib import Path
 import torch
 
 from robustpo.data.io import atomic_path, fingerprint
-from robustpo.train.forward import frozen_logps
+from robustpo.train.forward import ResponseLogps, frozen_logps
+
+
+def setup_reference(cfg, items: list[dict], model: ResponseLogps, base: str, collate_fn, accelerator,
+                    run_dir: Path):
+    """Make reference log-probs available to the training step; returns `reference_fn` or None.
+
+    The reference is `cfg.model.reference`, or the starting point `base` (with LoRA: the
+    adapter-disabled policy, no second model). With `train.precompute_reference` the values
+    are read from the cache (or computed and cached) and attached to `items`, and None is
+    returned; otherwise `reference_fn(model, batch) -> logps (2B + B·M,)` computes them live,
+    from the (prepared) policy the step runs with or from a frozen reference kept loaded.
+    """
+    from robustpo.models import load_causal_lm
+
+    tc = cfg.train
+    reference_path = cfg.model.reference or base
+    adapter_disabled = cfg.model.reference is None and cfg.model.lora is not None
+    if not tc.precompute_reference:
+        if adapter_disabled:
+            def reference_fn(model, batch):
+                with accelerator.unwrap_model(model).lm.disable_adapter(), accelerator.autocast():
+                    return frozen_logps(model, batch, accelerator.device)
+        else:
+            ref_module = ResponseLogps(load_causal_lm(reference_path, cfg.model, trainable=False),
+                                       tc.response_only_projection).to(accelerator.device)
+
+            def reference_fn(model, batch):
+                with accelerator.autocast():
+                    return frozen_logps(ref_module, batch, accelerator.device)
+        return reference_fn
+
+    key = fingerprint(data_fingerprint(items), model_fingerprint(reference_path), cfg.model.dtype, "v1")
+    path = cache_path(Path(tc.reference_cache_dir or run_dir / "reference_cache"), key)
+    if path.exists():
+        values = read_cache(path)
+        accelerator.print(f"reference log-probs: cached ({path})")
+    else:
+        if adapter_disabled:
+            ref_module, ctx = model, model.lm.disable_adapter()
+        else:
+            ref_module = ResponseLogps(load_causal_lm(reference_path, cfg.model, trainable=False),
+                                       tc.response_only_projection)
+            ctx = contextlib.nullcontext()
+        ref_module.to(accelerator.device).eval()
+        # Same autocast as the policy's forward: with bf16/fp16, Δ(y) must not start
+        # away from 0 merely because the two sides ran at different precision.
+        with ctx, accelerator.autocast():
+            values = compute_reference_logps(ref_module, items, collate_fn, batch_size=tc.batch_size * 2,
+                                             accelerator=accelerator)
+        del ref_module
+        if accelerator.is_main_process:
+            write_cache(path, values)
+    attach(items, values)
+    return None
 
 
 def model_fingerprint(path: str) -> str:
