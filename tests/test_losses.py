@@ -121,6 +121,36 @@ def test_dpop():
 NW, NL = torch.tensor([2, 4]), torch.tensor([4, 2])   # n(w), n(l) for the shared batch
 
 
+def test_length_dpo_hand_values():
+    """β = 0.5, α = 0.1, n(w) − n(l) = [−2, 2]: logits βh + α·gap = [0.75 − 0.2, −0.75 + 0.2]
+    = [0.55, −0.55]. −log σ(0.55) = log(1 + e^−0.55) = log(1.576950) = 0.455492;
+    −log σ(−0.55) = log(1 + e^0.55) = log(2.733253) = 1.005492 (they differ by 0.55, as softplus
+    does). Rewards are DPO's β·Δ; α = 0 is DPO."""
+    out = LOSSES["length_dpo"].fn(PC, PR, RC, RR, chosen_lengths=NW, rejected_lengths=NL, beta=BETA, alpha=0.1)
+    assert out.losses.tolist() == pytest.approx([0.455492, 1.005492], abs=1e-6)
+    assert out.chosen_rewards.tolist() == pytest.approx([0.25, -0.25])
+    assert out.rejected_rewards.tolist() == pytest.approx([-0.5, 0.5])
+    zero = LOSSES["length_dpo"].fn(PC, PR, RC, RR, chosen_lengths=NW, rejected_lengths=NL, beta=BETA, alpha=0.0)
+    assert zero.loss.item() == pytest.approx(0.761871, abs=1e-6)
+
+
+def test_simpo_hand_values_and_no_reference():
+    """β = 2, γ_m = 0.5. Per-token log-probs: w = [−1/2, −2/4] = [−0.5, −0.5],
+    l = [−3/4, −1/2] = [−0.75, −0.5]; rewards β·logp/n: chosen [−1, −1], rejected [−1.5, −1].
+    Logits: [−1 + 1.5 − 0.5, −1 + 1 − 0.5] = [0, −0.5] -> losses [log 2, log(1 + e^0.5)]
+    = [0.693147, 0.974077], mean 0.833612. The reference log-probs are not read: None, or any
+    values, give the same."""
+    f = LOSSES["simpo"].fn
+    out = f(PC, PR, None, None, chosen_lengths=NW, rejected_lengths=NL, beta=2.0, target_margin=0.5)
+    assert out.losses.tolist() == pytest.approx([0.693147, 0.974077], abs=1e-6)
+    assert out.loss.item() == pytest.approx(0.833612, abs=1e-6)
+    assert out.chosen_rewards.tolist() == pytest.approx([-1.0, -1.0])
+    assert out.rejected_rewards.tolist() == pytest.approx([-1.5, -1.0])
+    with_ref = f(PC, PR, RC + 7, RR - 3, chosen_lengths=NW, rejected_lengths=NL, beta=2.0, target_margin=0.5)
+    assert torch.equal(with_ref.losses, out.losses)
+    assert not LOSSES["simpo"].needs_reference and LOSSES["simpo"].needs_lengths
+
+
 def rewards(margins_per_member):
     """(B, K) rewards whose margins are the given ones (rejected rewards all zero)."""
     c = torch.tensor(margins_per_member, dtype=torch.float32)
@@ -230,11 +260,14 @@ def test_float32_maths_for_half_inputs():
 
 def test_registry_specs_and_unknown_names():
     assert set(LOSSES) == {"dpo", "cdpo", "rdpo", "ipo", "hinge", "minor_dpo", "dpop", "distill", "distill_soft",
-                           "e_dpo", "p_dpo", "nll", "bcr"}
+                           "e_dpo", "p_dpo", "length_dpo", "simpo", "nll", "bcr"}
     assert LOSSES["e_dpo"].needs_rewards and LOSSES["e_dpo"].batch_level
     assert LOSSES["dpo"].defaults == {"beta": 0.1}
     assert LOSSES["e_dpo"].defaults == {"beta": 0.1, "gamma": 0.1, "ensemble_reduce": "batch_min"}
     assert LOSSES["dpop"].defaults["dpop_lambda"] == 50.0
+    assert LOSSES["simpo"].defaults == {"beta": 2.0, "target_margin": 0.5}
+    assert LOSSES["length_dpo"].defaults == {"beta": 0.1, "alpha": 0.01}
+    assert [n for n, s in LOSSES.items() if not s.needs_reference] == ["simpo", "nll"]
     with pytest.raises(ConfigError, match="did you mean 'minor_dpo'"):
         get_loss("minordpo")
     with pytest.raises(ConfigError, match="did you mean 'beta'"):
@@ -251,8 +284,8 @@ def test_batch_level_specs_alone_have_no_per_example_losses(name):
 
 
 def test_a_spec_must_declare_what_its_function_takes():
-    with pytest.raises(TypeError, match="needs_lengths=False but ipo takes chosen_lengths"):
-        LossSpec("x", LOSSES["ipo"].fn)
+    with pytest.raises(TypeError, match="needs_lengths=False but simpo takes chosen_lengths"):
+        LossSpec("x", LOSSES["simpo"].fn)
     with pytest.raises(TypeError, match=r"\['betta'\] are not hyperparameters"):
         LossSpec("x", LOSSES["dpo"].fn, hparams={"betta": LOSSES["dpo"].hparams["beta"]})
 
@@ -260,7 +293,8 @@ def test_a_spec_must_declare_what_its_function_takes():
 # ------------------------------------------------------- hyperparameter values, checked on load
 
 RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "tiny" / "dpo.yaml"
-BETA_LOSSES = ["dpo", "cdpo", "rdpo", "hinge", "minor_dpo", "dpop", "distill", "distill_soft", "e_dpo", "p_dpo"]
+BETA_LOSSES = ["dpo", "cdpo", "rdpo", "hinge", "minor_dpo", "dpop", "distill", "distill_soft", "e_dpo", "p_dpo",
+               "length_dpo", "simpo"]
 # (loss, hyperparameter, the allowed values as the error states them, refused values, accepted edge values):
 # the ranges of DESIGN.md and the papers, written out here independently of the registry.
 RANGES = [(name, "beta", "> 0", [0, -0.1], [1e-6, 5]) for name in BETA_LOSSES] + [
@@ -273,6 +307,8 @@ RANGES = [(name, "beta", "> 0", [0, -0.1], [1e-6, 5]) for name in BETA_LOSSES] +
     ("e_dpo", "ensemble_reduce", "one of batch_min|example_min|mean", ["bogus", "min", 1],
      ["batch_min", "example_min", "mean"]),
     ("p_dpo", "gamma", ">= 0", [-0.1], [0]),
+    ("length_dpo", "alpha", ">= 0", [-0.01], [0]),
+    ("simpo", "target_margin", ">= 0", [-0.5], [0]),
     ("nll", "weight", ">= 0", [-1], [0]),
     ("bcr", "weight", ">= 0", [-1], [0]),
     ("bcr", "budget", ">= 0", [-0.1], [0]),

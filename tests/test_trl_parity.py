@@ -5,8 +5,9 @@ its loss with a policy whose weights were perturbed away from the reference. We 
 same token ids, build labels from TRL's completion mask, compute log-probs with our forward
 and apply our loss. `bf16=False` matters: on CPU TRL's config defaults to bf16, and the
 reference model, which TRL prepares eagerly, then runs under bf16 autocast. TRL `sigmoid` <-> `dpo`, `ipo` (length-normalized, TRL's β is τ) <->
-`ipo`, `hinge` <-> `hinge`, `robust` <-> `rdpo`. We also check that our tokenization of the
-same rows gives TRL's token ids.
+`ipo`, `hinge` <-> `hinge`, `robust` <-> `rdpo`; and the reference-free `simpo` against TRL's
+`CPOTrainer(loss_type="simpo")`, with `cpo_alpha=0` (CPO's default adds an NLL term). We also
+check that our tokenization of the same rows gives TRL's token ids.
 """
 
 import copy
@@ -70,6 +71,40 @@ def test_loss_matches_trl(tmp_path, tiny_tokenizer, models, trl_type, ours, trl_
     out = LOSSES[ours].call(logps[:B], logps[B:], ref_logps[:B], ref_logps[B:], inputs, {**params, **our_kwargs})
     assert abs(trl_loss) > 1e-3  # the perturbed policy gives a non-trivial loss
     assert out.loss.item() == pytest.approx(trl_loss, abs=1e-5)
+
+
+@pytest.mark.filterwarnings("ignore:You are importing from 'trl.experimental'")
+def test_simpo_matches_trl_cpo_simpo(tmp_path, tiny_tokenizer, models):
+    """TRL's CPO `simpo`: −log σ(β·(logp(w)/n(w) − logp(l)/n(l)) − simpo_gamma), no reference model."""
+    from datasets import Dataset
+    from trl.experimental.cpo import CPOConfig, CPOTrainer
+
+    from robustpo.logprobs import targets_from_labels
+    from robustpo.losses import LOSSES
+    from robustpo.train.forward import ResponseLogps
+
+    policy, _ = models
+    args = CPOConfig(output_dir=str(tmp_path), per_device_train_batch_size=4, loss_type="simpo", beta=2.0,
+                     simpo_gamma=0.7, cpo_alpha=0.0, report_to=[], max_length=64, use_cpu=True, bf16=False)
+    trainer = CPOTrainer(model=policy, args=args, train_dataset=Dataset.from_list(ROWS),
+                         processing_class=tiny_tokenizer)
+    batch = next(iter(trainer.get_train_dataloader()))
+    with torch.no_grad():
+        trl_loss, trl_metrics = trainer.compute_loss(policy, batch, return_outputs=True)
+
+    both = trainer.concatenated_inputs(batch, padding_value=tiny_tokenizer.pad_token_id)   # chosen rows, then rejected
+    t = targets_from_labels(both["concatenated_labels"])
+    with torch.no_grad():
+        logps, lengths = ResponseLogps(policy)(both["concatenated_input_ids"], both["concatenated_attention_mask"],
+                                               t.pred_index, t.targets, t.segment, t.num_sequences)
+    B = len(ROWS)
+    inputs = {"chosen_lengths": lengths[:B], "rejected_lengths": lengths[B:]}
+    out = LOSSES["simpo"].call(logps[:B], logps[B:], None, None, inputs, {"beta": 2.0, "target_margin": 0.7})
+    assert abs(trl_metrics["rewards/margins"]) > 1e-2  # the per-token term is not trivially zero
+    assert out.loss.item() == pytest.approx(trl_loss.item(), abs=1e-5)
+    # TRL reports β·(mean log-prob) as the rewards, as we do.
+    assert out.chosen_rewards.mean().item() == pytest.approx(trl_metrics["rewards/chosen"], abs=1e-5)
+    assert out.rejected_rewards.mean().item() == pytest.approx(trl_metrics["rewards/rejected"], abs=1e-5)
 
 
 def test_tokenization_matches_trl(tmp_path, tiny_tokenizer, models):

@@ -1,7 +1,8 @@
 """The objective catalogue of DESIGN.md: pure functions plus the LOSSES registry.
 
 Every function takes the four sequence log-prob tensors, each (B,) and summed over
-response tokens, positionally:
+response tokens, positionally (the reference pair is None for a spec with
+`needs_reference=False`):
 
     fn(policy_chosen_logps, policy_rejected_logps, reference_chosen_logps, reference_rejected_logps,
        *, <inputs the spec asks for>, <hyperparameters>) -> LossOutput
@@ -142,6 +143,46 @@ def dpop(pc, pr, rc, rr, *, beta: float = 0.1, dpop_lambda: float = 50.0) -> Los
     penalty = torch.clamp(-dw, min=0)                        # (B,) nats the chosen lost
     losses = -F.logsigmoid(beta * (dw - dl - dpop_lambda * penalty))
     return _pair_output(losses, beta, dw, dl, **{"dpop/penalty": penalty.mean().item()})
+
+
+def length_dpo(pc, pr, rc, rr, *, chosen_lengths, rejected_lengths, beta: float = 0.1,
+               alpha: float = 0.01) -> LossOutput:
+    """R-DPO, length-regularized DPO (Park et al. 2024, arXiv 2403.19159; not `rdpo`):
+    −log σ(βh + α·(n(w) − n(l))).
+
+    Maximizing E_π[r − α·n(y)] − β·KL(π‖π_ref) gives r = β·Δ(y) + α·n(y) + const, so the
+    Bradley–Terry likelihood of a pair is σ(βh + α·(n(w) − n(l))): the length term explains
+    the part of a preference that length can, and the policy's margin is not pushed to learn
+    it (a penalty on length: α ≥ 0 counters a longer-wins bias). α = 0.01, the low end of the
+    α ≈ 0.01–0.05 used with β = 0.1, a conservative start: a 10-token gap then moves the
+    logit as much as h = 1 nat does.
+    """
+    dw, dl = _log_ratios(pc, pr, rc, rr)
+    gap = chosen_lengths.float() - rejected_lengths.float()      # (B,) n(w) − n(l)
+    return _pair_output(-F.logsigmoid(beta * (dw - dl) + alpha * gap), beta, dw, dl)
+
+
+# ----------------------------------------------------------------------- reference-free
+
+
+def simpo(pc, pr, rc=None, rr=None, *, chosen_lengths, rejected_lengths, beta: float = 2.0,
+          target_margin: float = 0.5) -> LossOutput:
+    """SimPO (Meng et al. 2024, arXiv 2405.14734), reference-free:
+    −log σ(β·logp_θ(w)/n(w) − β·logp_θ(l)/n(l) − γ_m).
+
+    The implicit reward is the length-normalized likelihood β·logp_θ(y)/n(y) (reported as the
+    chosen/rejected rewards); the chosen must beat the rejected by the target margin γ_m
+    (`target_margin`). `rc`, `rr` are ignored: the spec needs no reference, and none is loaded.
+    TRL's `CPOTrainer(loss_type="simpo", cpo_alpha=0)` with `simpo_gamma` = γ_m is the same
+    loss. β = 2.0 is the low end of the β the paper's setups use (2 to 10); γ_m = 0.5 is
+    TRL's `simpo_gamma` default.
+    """
+    pc, pr = _f32(pc, pr)
+    chosen = beta * pc / chosen_lengths.float().clamp(min=1)         # (B,)
+    rejected = beta * pr / rejected_lengths.float().clamp(min=1)     # (B,)
+    losses = -F.logsigmoid(chosen - rejected - target_margin)
+    return LossOutput(loss=losses.mean(), losses=losses, chosen_rewards=chosen.detach(),
+                      rejected_rewards=rejected.detach())
 
 
 # ------------------------------------------------------------------------ distillation
@@ -410,6 +451,11 @@ LOSSES: dict[str, LossSpec] = {s.name: s for s in [
                       "ensemble_reduce": Param(choices=("batch_min", "example_min", "mean"))}),
     LossSpec("p_dpo", p_dpo, uses_reference_samples=True, batch_level=True, summary="DPO + γ·KL̂",
              hparams={**BETA, "gamma": NON_NEGATIVE}),
+    LossSpec("length_dpo", length_dpo, needs_lengths=True, summary="R-DPO: −log σ(βh + α·(n(w) − n(l)))",
+             hparams={**BETA, "alpha": NON_NEGATIVE}),
+    LossSpec("simpo", simpo, needs_reference=False, needs_lengths=True,
+             summary="reference-free: −log σ(β·logp(w)/n(w) − β·logp(l)/n(l) − γ_m)",
+             hparams={**BETA, "target_margin": NON_NEGATIVE}),
     LossSpec("nll", nll, kind="regularizer", needs_reference=False, needs_lengths=True,
              summary="α · per-token NLL of the chosen", hparams={"weight": NON_NEGATIVE}),
     LossSpec("bcr", bcr, kind="regularizer", needs_lengths=True,

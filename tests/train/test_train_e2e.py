@@ -12,6 +12,7 @@ from robustpo.train.preference import train_preference
 from testdata import TINY_PAIRS
 
 OBJECTIVES = [n for n, s in LOSSES.items() if s.kind == "objective"]
+REFERENCE_METRICS = {"logratio/chosen", "logratio/rejected", "kl_forward"}
 STANDARD_METRICS = {"loss", "rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies",
                     "logps/chosen", "logps/rejected", "logratio/chosen", "kl_forward", "grad_norm", "lr"}
 
@@ -65,7 +66,10 @@ def test_each_objective_trains_end_to_end(tmp_path, tiny_model_dir, loss):
 
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2, 3]
-    assert STANDARD_METRICS <= set(rows[-1])
+    if LOSSES[name].needs_reference:
+        assert STANDARD_METRICS <= set(rows[-1])
+    else:  # no reference, so no log-ratio against it
+        assert STANDARD_METRICS - REFERENCE_METRICS <= set(rows[-1]) and not REFERENCE_METRICS & set(rows[-1])
     assert all(torch.isfinite(torch.tensor(v)) for r in rows for v in r.values())
     if reg:
         assert f"loss/{reg}" in rows[-1]
@@ -86,6 +90,59 @@ def test_first_step_metrics_at_the_reference(tmp_path, tiny_model_dir):
     assert row["loss"] == pytest.approx(0.693147, abs=1e-5)
     assert row["rewards/margins"] == pytest.approx(0.0, abs=1e-5)
     assert row["logratio/chosen"] == pytest.approx(0.0, abs=1e-5)
+
+
+def test_simpo_trains_with_no_reference_loaded_cached_or_computed(tmp_path, tiny_model_dir, monkeypatch, capsys):
+    """simpo's spec needs no reference: the reference set-up is never called (it raises here),
+    no model is loaded frozen, no cache is written, and the first step's loss is SimPO's formula
+    on a plain forward of the first batch (no shuffling: pairs 0-3), at β = 2, γ_m = 0.5."""
+    import torch.nn.functional as F
+
+    from robustpo import models
+    from robustpo.train import refcache
+
+    def no_reference(*args, **kwargs):
+        raise AssertionError("reference work for a reference-free loss")
+
+    loads = []
+    load = models.load_causal_lm
+    monkeypatch.setattr(refcache, "setup_reference", no_reference)
+    monkeypatch.setattr(models, "load_causal_lm", lambda *a, **k: loads.append(k) or load(*a, **k))
+    cfg = make_cfg(tmp_path, tiny_model_dir, {"name": "simpo"}, train__max_steps=2, train__shuffle=False,
+                   train__group_by_length=False)
+    result = train_preference(cfg)
+    assert result.steps == 2
+    assert loads == [{}]  # the policy alone (a reference is loaded with trainable=False)
+    assert not (tmp_path / "cache").exists() and not (tmp_path / "run" / "reference_cache").exists()
+    assert "reference: not needed by 'simpo'; none loaded or cached" in capsys.readouterr().out
+
+    logps, lengths = first_batch_logps(tiny_model_dir, pairs=4)
+    w, l, nw, nl = logps[:4], logps[4:], lengths[:4], lengths[4:]
+    want = -F.logsigmoid(2.0 * (w / nw - l / nl) - 0.5).mean().item()
+    row = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[0])
+    assert row["loss"] == pytest.approx(want, abs=1e-5)
+    assert row["rewards/chosen"] == pytest.approx((2.0 * w / nw).mean().item(), abs=1e-5)
+
+
+def first_batch_logps(model_dir, pairs):
+    """Sequence log-probs and response lengths of the first `pairs` chosen, then rejected, rows of
+    the e2e data, from a plain forward (one row per sequence) of the saved model."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from robustpo.data.collate import collate_pairs
+    from robustpo.data.schema import load_preferences
+    from robustpo.data.tokenize import tokenize_pairs
+    from robustpo.logprobs import sequence_logps
+
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    data, _ = load_preferences(str(TINY_PAIRS), max_rows=16)
+    items, _ = tokenize_pairs(data, tok, max_length=48, max_prompt_length=24)
+    batch = collate_pairs(items[:pairs], tok.pad_token_id)
+    with torch.no_grad():
+        logits = AutoModelForCausalLM.from_pretrained(model_dir)(input_ids=batch["input_ids"],
+                                                                 attention_mask=batch["attention_mask"]).logits
+    seq = sequence_logps(logits, batch["labels"])
+    return seq.logps[:2 * pairs], seq.lengths[:2 * pairs].float()
 
 
 def test_gradient_accumulation_matches_a_larger_batch(tmp_path, tiny_model_dir):
