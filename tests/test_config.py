@@ -92,3 +92,22 @@ def test_a_bad_loss_value_stops_train_before_any_work(tmp_path, capsys, recipe, 
     assert main(["train", str(path), override, f"--train.output_dir={tmp_path / 'run'}"]) == 2
     assert capsys.readouterr().err == f"robustpo train: error: {path}: {message}\n"
     assert not (tmp_path / "run").exists()
+
+
+def test_losses_command_prints_the_catalogue_from_the_registry(capsys):
+    from robustpo.cli import main
+    from robustpo.losses import LOSSES
+
+    assert main(["losses"]) == 0
+    out = capsys.readouterr().out
+    assert main(["train", "--list-losses"]) == 0
+    assert capsys.readouterr().out == out
+    blocks = {b.split()[0]: b for b in out.strip().split("\n\n")}
+    assert list(blocks) == [n for n, s in LOSSES.items() if s.kind == "objective"] + ["nll", "bcr"]
+    assert blocks["simpo"].splitlines()[0] == "simpo  objective; needs: lengths; no reference"
+    assert "target_margin  default 0.5        >= 0" in blocks["simpo"]
+    assert blocks["e_dpo"].splitlines()[0] == ("e_dpo  objective, batch-level; needs: reference, rewards (K >= 1); "
+                                               "reads reference samples when the data has them")
+    assert "ensemble_reduce  default batch_min  one of batch_min|example_min|mean" in blocks["e_dpo"]
+    assert "label_smoothing  default 0.1        in [0, 0.5)" in blocks["rdpo"]
+    assert blocks["bcr"].splitlines()[0] == "bcr  regularizer; needs: reference, lengths"
