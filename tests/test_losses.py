@@ -307,7 +307,7 @@ RANGES = [(name, "beta", "> 0", [0, -0.1], [1e-6, 5]) for name in BETA_LOSSES] +
     ("e_dpo", "ensemble_reduce", "one of batch_min|example_min|mean", ["bogus", "min", 1],
      ["batch_min", "example_min", "mean"]),
     ("p_dpo", "gamma", ">= 0", [-0.1], [0]),
-    ("length_dpo", "alpha", ">= 0", [-0.01], [0]),
+    ("length_dpo", "alpha", "any finite number", [], [-0.05, 0, 0.05]),   # either sign (see length_dpo)
     ("simpo", "target_margin", ">= 0", [-0.5], [0]),
     ("nll", "weight", ">= 0", [-1], [0]),
     ("bcr", "weight", ">= 0", [-1], [0]),

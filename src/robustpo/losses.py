@@ -153,9 +153,11 @@ def length_dpo(pc, pr, rc, rr, *, chosen_lengths, rejected_lengths, beta: float 
     Maximizing E_π[r − α·n(y)] − β·KL(π‖π_ref) gives r = β·Δ(y) + α·n(y) + const, so the
     Bradley–Terry likelihood of a pair is σ(βh + α·(n(w) − n(l))): the length term explains
     the part of a preference that length can, and the policy's margin is not pushed to learn
-    it (a penalty on length: α ≥ 0 counters a longer-wins bias). α = 0.01, the low end of the
-    α ≈ 0.01–0.05 used with β = 0.1, a conservative start: a 10-token gap then moves the
-    logit as much as h = 1 nat does.
+    it. This is the paper's sign (its loss adds α(|y_w| − |y_l|) inside the log-sigmoid);
+    DESIGN.md and issue 10 wrote −α, the same family with α negated. α > 0 counters a
+    longer-wins bias (the usual one); α < 0 a shorter-wins bias, like the testbed's ρ < 0.5
+    sets, so α may take either sign. α = 0.01, the low end of the α ≈ 0.01–0.05 used with
+    β = 0.1, a conservative start: a 10-token gap then moves the logit as much as h = 1 nat does.
     """
     dw, dl = _log_ratios(pc, pr, rc, rr)
     gap = chosen_lengths.float() - rejected_lengths.float()      # (B,) n(w) − n(l)
@@ -330,12 +332,14 @@ class Param:
     def __str__(self) -> str:
         if self.choices:
             return "one of " + "|".join(self.choices)
+        if self.low is None and self.high is None:
+            return "any finite number"
         if self.high is None:
             return f"{'>' if self.open_low else '>='} {self.low:g}"
         return f"in {'(' if self.open_low else '['}{self.low:g}, {self.high:g}{')' if self.open_high else ']'}"
 
 
-POSITIVE, NON_NEGATIVE = Param(low=0, open_low=True), Param(low=0)
+POSITIVE, NON_NEGATIVE, ANY = Param(low=0, open_low=True), Param(low=0), Param()
 
 
 def _coerce_like(value, default):
@@ -452,7 +456,7 @@ LOSSES: dict[str, LossSpec] = {s.name: s for s in [
     LossSpec("p_dpo", p_dpo, uses_reference_samples=True, batch_level=True, summary="DPO + γ·KL̂",
              hparams={**BETA, "gamma": NON_NEGATIVE}),
     LossSpec("length_dpo", length_dpo, needs_lengths=True, summary="R-DPO: −log σ(βh + α·(n(w) − n(l)))",
-             hparams={**BETA, "alpha": NON_NEGATIVE}),
+             hparams={**BETA, "alpha": ANY}),
     LossSpec("simpo", simpo, needs_reference=False, needs_lengths=True,
              summary="reference-free: −log σ(β·logp(w)/n(w) − β·logp(l)/n(l) − γ_m)",
              hparams={**BETA, "target_margin": NON_NEGATIVE}),
