@@ -7,10 +7,17 @@ column k). Manifest (`family.json`):
 
     {"format": "robustpo.reward_family", "version": 1, "mode": "seed|bootstrap|subsets|multihead|assembled",
      "max_length": 512, "max_prompt_length": 256,
+     "confound": {"feature": "length", "mean": 3.9, "std": 1.6},      # when one was named
      "members": [{"name": "member-0", "path": "members/member-0", "head": 0,
-                  "tokenizer": "<hash>", "weights": "<hash>",
+                  "tokenizer": "<hash>", "weights": "<hash>", "confound_coef": 0.0,
                   "made": {...how it was trained...}, "data": {...its pairs...}, "heldout": {...metrics...}}],
      "heldout": {...family metrics and disagreement...}}
+
+`head` is the member's output column. A member's reward is its model's pooled score (the
+model's config.json says how: rewards/pooling.py; a plain last-token score model says
+nothing) plus, for the members of a
+`span` family, `confound_coef · φ̃(x, y)`, φ̃ the confound standardised with the family's
+statistics (rewards/confound.py); `confound_coef` is 0 (or absent) for every other member.
 
 `path` is relative to the family folder (or absolute for members assembled in place).
 Loading checks the manifest against the folders (a missing member, a changed model, a
@@ -86,12 +93,21 @@ def weights_fingerprint(model_dir: Path) -> str:
     return _hash_files([model_dir / "config.json"]) + _hash_files(weights, sample=1 << 20)
 
 
-def model_num_labels(model_dir: Path) -> int:
-    """Output columns of a sequence-classification config (transformers saves them as id2label)."""
+def read_model_config(model_dir: Path) -> dict:
     try:
-        config = json.loads((model_dir / "config.json").read_text())
+        return json.loads((Path(model_dir) / "config.json").read_text())
     except (OSError, json.JSONDecodeError) as e:
         raise FamilyError(f"{model_dir}: unreadable config.json ({e})") from None
+
+
+def model_num_labels(model_dir: Path) -> int:
+    """Output columns of a reward model: a likelihood (`lm` head) model has one; a
+    sequence-classification config has num_labels (transformers saves them as id2label)."""
+    from robustpo.rewards.pooling import reward_spec
+
+    config = read_model_config(model_dir)
+    if reward_spec(config)["head"] == "lm":
+        return 1
     return int(config.get("num_labels") or len(config.get("id2label") or {}) or 2)
 
 
@@ -177,12 +193,13 @@ def check_members(family_dir: Path, manifest: dict) -> list[Path]:
     return dirs
 
 
-def encode_texts(tokenizer, prompts: list, responses: list, *, max_length: int,
-                 max_prompt_length: int) -> list[list[int]]:
+def encode_texts(tokenizer, prompts: list, responses: list, *, max_length: int, max_prompt_length: int,
+                 with_prompt_lengths: bool = False):
     """prompt + response token ids, by the rule `data.tokenize.tokenize_pairs` uses for training:
     string prompts get the tokenizer's BOS (if it adds one), string responses an EOS; messages go
     through the chat template; a long prompt keeps its last `max_prompt_length` tokens, then the
-    response keeps its first `max_length − len(prompt)`."""
+    response keeps its first `max_length − len(prompt)`. With `with_prompt_lengths`, returns
+    (ids, prompt token counts)."""
     from robustpo.data.tokenize import _truncate_prompt, render_texts
 
     rendered = [render_texts({"prompt": p, "chosen": r, "rejected": r, "index": i}, tokenizer)
@@ -191,7 +208,7 @@ def encode_texts(tokenizer, prompts: list, responses: list, *, max_length: int,
     r_ids = tokenizer([r for _, r, _, _ in rendered], add_special_tokens=False)["input_ids"]
     bos, eos = tokenizer.bos_token_id, tokenizer.eos_token_id
     add_bos = bool(getattr(tokenizer, "add_bos_token", False)) and bos is not None
-    out = []
+    out, prompt_lengths = [], []
     for (_, _, _, templated), p, r in zip(rendered, p_ids, r_ids):
         if not templated:
             if add_bos and (not p or p[0] != bos):
@@ -201,7 +218,8 @@ def encode_texts(tokenizer, prompts: list, responses: list, *, max_length: int,
         if len(p) + len(r) > max_length and len(p) > max_prompt_length:
             p = _truncate_prompt(p, max_prompt_length, bos if add_bos else None)
         out.append(p + r[:max_length - len(p)])
-    return out
+        prompt_lengths.append(len(p))
+    return (out, prompt_lengths) if with_prompt_lengths else out
 
 
 class RewardFamily:
@@ -209,9 +227,10 @@ class RewardFamily:
 
     def __init__(self, path: Path, manifest: dict, *, batch_size: int = 16, device: str = "cpu",
                  max_length: int | None = None, dtype: str = "float32"):
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+        from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
         from robustpo.models import torch_dtype
+        from robustpo.rewards.pooling import HEADS, POOLINGS, reward_spec
 
         self.path, self.manifest = Path(path), manifest
         self.members: list[dict] = manifest["members"]
@@ -221,22 +240,32 @@ class RewardFamily:
         self.max_prompt_length = int(manifest.get("max_prompt_length", self.max_length // 2))
         self.max_prompt_length = min(self.max_prompt_length, self.max_length - 1)
         self.batch_size, self.device = int(batch_size), device
+        self.confound: dict | None = manifest.get("confound")
+        self.confound_coefs = [float(m.get("confound_coef") or 0.0) for m in self.members]
+        if any(self.confound_coefs) and not self.confound:
+            raise FamilyError(f"{self.path / MANIFEST}: members add a confound term but the manifest names no "
+                              "confound (feature and statistics)")
         self.tokenizer = AutoTokenizer.from_pretrained(dirs[0])
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
-        # Members that are heads of one multi-head model share one loaded model and one forward.
-        self._models: dict[str, object] = {}
+        # Members that share a model folder (the heads of a multi-head model, the weights of a
+        # span family) share one loaded model and one forward.
+        self._models: dict[str, tuple[object, dict]] = {}    # folder -> (model, reward spec)
         self._columns: list[tuple[str, int]] = []
         for m, d in zip(self.members, dirs):
             key = str(d.resolve())
             if key not in self._models:
+                spec = reward_spec(read_model_config(d))
+                if spec["head"] not in HEADS or spec["pooling"] not in POOLINGS:
+                    raise FamilyError(f"member '{m['name']}' ({d}): unknown reward head/pooling {spec}")
+                auto = AutoModelForCausalLM if spec["head"] == "lm" else AutoModelForSequenceClassification
                 try:
                     with quiet_transformers():
-                        model = AutoModelForSequenceClassification.from_pretrained(d, dtype=torch_dtype(dtype))
+                        model = auto.from_pretrained(d, dtype=torch_dtype(dtype))
                 except (OSError, ValueError) as e:
                     raise FamilyError(f"member '{m['name']}' ({d}): cannot load: {e}") from None
                 model.config.pad_token_id = self.tokenizer.pad_token_id
-                self._models[key] = model.to(device).eval()
+                self._models[key] = (model.to(device).eval(), spec)
             self._columns.append((key, m["head"]))
 
     @property
@@ -250,8 +279,28 @@ class RewardFamily:
     def fingerprint(self) -> str:
         from robustpo.data.io import fingerprint
 
-        return fingerprint([(m["weights"], m["head"], m["tokenizer"]) for m in self.members], self.max_length,
-                           self.max_prompt_length)
+        return fingerprint([(m["weights"], m["head"], m["tokenizer"], m.get("confound_coef") or 0.0)
+                            for m in self.members], self.max_length,
+                           self.max_prompt_length, self.confound)
+
+    def encode(self, prompts: list, responses: list) -> tuple[list[list[int]], list[int]]:
+        """Token ids of prompt + response as every member sees them, and the prompt token counts."""
+        return encode_texts(self.tokenizer, list(prompts), list(responses), max_length=self.max_length,
+                            max_prompt_length=self.max_prompt_length, with_prompt_lengths=True)
+
+    def confound_values(self, prompts: list, responses: list, *, feature: str | None = None,
+                        encoded: tuple | None = None, row_ids: list | None = None) -> torch.Tensor:
+        """(N,) φ of each response: the family's confound standardised with its training statistics,
+        or the raw `feature` (default `length`) for a family that names none."""
+        from robustpo.rewards.confound import feature_values, standardize
+
+        ids, prompt_lengths = encoded or self.encode(prompts, responses)
+        spec = feature or (self.confound or {}).get("feature", "length")
+        rows = [r - 1 for r in row_ids] if row_ids is not None else None
+        raw = feature_values(spec, prompts, responses, [len(t) - p for t, p in zip(ids, prompt_lengths)], rows=rows)
+        if self.confound and spec == self.confound["feature"] and "std" in self.confound:
+            raw = standardize(raw, self.confound)
+        return torch.tensor(raw, dtype=torch.float32)
 
     @torch.no_grad()
     def score(self, prompts: list, responses: list, *, row_ids: list | None = None) -> torch.Tensor:
@@ -259,12 +308,13 @@ class RewardFamily:
 
         prompts, responses: N strings or message lists. Batches are formed from texts of
         similar length (less padding) and results returned in input order. `row_ids` name the
-        rows in a non-finite-reward error (default: positions 0..N-1).
+        rows (1-based) in a non-finite-reward or confound-feature error (default: positions 1..N).
         """
+        from robustpo.rewards.pooling import response_rewards
+
         if len(prompts) != len(responses):
             raise FamilyError(f"score: {len(prompts)} prompts but {len(responses)} responses")
-        ids = encode_texts(self.tokenizer, list(prompts), list(responses), max_length=self.max_length,
-                           max_prompt_length=self.max_prompt_length)
+        ids, prompt_lengths = self.encode(prompts, responses)
         out = torch.empty(len(ids), self.size)
         order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
         pad = self.tokenizer.pad_token_id
@@ -273,13 +323,19 @@ class RewardFamily:
             T = max(len(ids[i]) for i in chunk)
             input_ids = torch.full((len(chunk), T), pad, dtype=torch.long)      # (b, T), right padding
             mask = torch.zeros((len(chunk), T), dtype=torch.long)               # (b, T)
+            response = torch.zeros((len(chunk), T), dtype=torch.long)           # (b, T)
             for j, i in enumerate(chunk):
                 input_ids[j, :len(ids[i])] = torch.tensor(ids[i])
                 mask[j, :len(ids[i])] = 1
-            input_ids, mask = input_ids.to(self.device), mask.to(self.device)
-            logits = {key: model(input_ids=input_ids, attention_mask=mask).logits.float().cpu()   # (b, labels)
-                      for key, model in self._models.items()}
-            out[chunk] = torch.stack([logits[key][:, head] for key, head in self._columns], dim=1)
+                response[j, prompt_lengths[i]:len(ids[i])] = 1
+            input_ids, mask, response = input_ids.to(self.device), mask.to(self.device), response.to(self.device)
+            rewards = {key: spec["scale"] * response_rewards(model, input_ids, mask, response, head=spec["head"],
+                                                             pooling=spec["pooling"]).cpu()     # (b, labels)
+                       for key, (model, spec) in self._models.items()}
+            out[chunk] = torch.stack([rewards[key][:, head] for key, head in self._columns], dim=1)
+        if any(self.confound_coefs):
+            phi = self.confound_values(prompts, responses, encoded=(ids, prompt_lengths), row_ids=row_ids)  # (N,)
+            out = out + phi[:, None] * torch.tensor(self.confound_coefs)[None, :]
         bad = ~torch.isfinite(out)
         if bad.any():
             i, k = (int(v) for v in bad.nonzero()[0])

@@ -29,13 +29,16 @@ Tensor = torch.Tensor
 
 
 def bradley_terry_loss(chosen_rewards: Tensor, rejected_rewards: Tensor, *, margin: Tensor | None = None,
-                       center_coef: float = 0.0, weights: Tensor | None = None) -> tuple[Tensor, Tensor]:
+                       center_coef: float = 0.0, weights: Tensor | None = None,
+                       confound_logit: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """Bradley–Terry loss for B pairs scored by K heads (K=1 for a single reward model).
 
     chosen_rewards, rejected_rewards: (B,) or (B, K); margin: (B,) per-pair m, shared by heads;
-    weights: (B, K) per-head example weights (bootstrap counts of a multi-head family).
+    weights: (B, K) per-head example weights (bootstrap counts of a multi-head family, or the
+    importance weights of a `reweight` member); confound_logit: (B, K) the confound expert's
+    b_k·(φ(w) − φ(l)), added to the logit (product of experts, train/reward.py).
     Returns (loss (), losses (B, K)):
-        losses[b, k] = −log σ(r_w − r_l − m_b) + c·(r_w + r_l)²
+        losses[b, k] = −log σ(r_w − r_l + b_k·Δφ_b − m_b) + c·(r_w + r_l)²
         loss = mean_k [ Σ_b weights[b, k] · losses[b, k] / B ]   (weights default to 1)
     Dividing by B (not by Σ weights) keeps a bootstrap head's loss an unbiased estimate of
     its resample's loss: the counts average 1 over the data.
@@ -44,6 +47,8 @@ def bradley_terry_loss(chosen_rewards: Tensor, rejected_rewards: Tensor, *, marg
     if rw.dim() == 1:
         rw, rl = rw[:, None], rl[:, None]                      # (B, 1)
     diff = rw - rl                                             # (B, K)
+    if confound_logit is not None:
+        diff = diff + confound_logit.float()
     if margin is not None:
         diff = diff - margin.float()[:, None]
     losses = -F.logsigmoid(diff)                               # (B, K)
@@ -54,6 +59,55 @@ def bradley_terry_loss(chosen_rewards: Tensor, rejected_rewards: Tensor, *, marg
     else:
         loss = losses.mean()
     return loss, losses
+
+
+def decorrelation_penalty(rewards: Tensor, confound: Tensor, eps: float = 1e-8) -> Tensor:
+    """mean_k corr(r_k, φ)² over the S responses of a batch (ODIN-style, Chen et al. 2024, arXiv 2402.07319).
+
+    rewards: (S, K) r_θ of every response of the batch (chosen and rejected pooled); confound:
+    (S,) their standardised φ. Population moments; `eps` keeps a constant column finite (its
+    correlation is then 0). The penalty pushes r_θ to carry no linear trace of φ, so that what
+    φ explains in the labels has to go through the confound expert b·Δφ.
+    """
+    r = rewards.float() - rewards.float().mean(dim=0, keepdim=True)          # (S, K)
+    phi = (confound.float() - confound.float().mean())[:, None]              # (S, 1)
+    cov = (r * phi).mean(dim=0)                                              # (K,)
+    var_r, var_phi = (r ** 2).mean(dim=0), (phi ** 2).mean()                 # (K,), ()
+    corr = cov / torch.sqrt(var_r * var_phi + eps)                           # (K,)
+    return (corr ** 2).mean()
+
+
+def fit_logistic(features: Tensor, weights: Tensor | None = None, l2: float = 1e-3, steps: int = 50) -> list[float]:
+    """θ maximising Σ_i w_i·log σ(x_i·θ) − (l2/2)·|θ|², by Newton's method (no intercept).
+
+    features: (N, d), one row per training pair, oriented chosen − rejected (the label is
+    always "the first wins", so there is no intercept: swapping a pair flips x and the label).
+    The reward trainer starts its learned scalars here: the confound expert's b from Δφ alone
+    (the bias-only model that product-of-experts debiasing fits first, Clark et al. 2019), and
+    the `lm` head's scale jointly with b. A scalar trained with Adam moves about one learning
+    rate per step, so from 0 (or 1) it would not get far in a short reward-model run. The small
+    `l2` keeps θ finite when the data are separable (every pair favours the confound).
+    """
+    x = features.double()
+    w = torch.ones(x.shape[0], dtype=torch.float64) if weights is None else weights.double()
+    theta = torch.zeros(x.shape[1], dtype=torch.float64)
+    eye = torch.eye(x.shape[1], dtype=torch.float64)
+    for _ in range(steps):
+        p = torch.sigmoid(x @ theta)                                       # (N,)
+        grad = x.T @ (w * (1 - p)) - l2 * theta                           # (d,)
+        hess = -(x.T * (w * p * (1 - p))) @ x - l2 * eye                   # (d, d)
+        step = torch.linalg.solve(hess, grad)
+        theta = theta - step
+        if step.abs().max() < 1e-10:
+            break
+    return theta.tolist()
+
+
+def pearson(x: Tensor, y: Tensor) -> float:
+    """Pearson correlation of two (N,) tensors (0 when either is constant)."""
+    x, y = x.double() - x.double().mean(), y.double() - y.double().mean()
+    denom = torch.sqrt((x ** 2).sum() * (y ** 2).sum())
+    return (x * y).sum().item() / denom.item() if denom.item() > 0 else 0.0
 
 
 def pairwise_accuracy(delta: Tensor) -> float:
@@ -83,11 +137,16 @@ def expected_calibration_error(delta: Tensor, bins: int = 10) -> float:
     return ece
 
 
-def reward_metrics(delta: Tensor, bins: int = 10) -> dict[str, float]:
-    """Held-out metrics of one reward model from Δ (N,)."""
+def reward_metrics(delta: Tensor, bins: int = 10, confound_delta: Tensor | None = None) -> dict[str, float]:
+    """Held-out metrics of one reward model from Δ (N,); with Δφ (N,), also corr(Δr, Δφ):
+    how much of the member's margin the confound explains (its square is the share of the
+    margin's variance a linear function of Δφ accounts for)."""
     delta = delta.float()
-    return {"pairs": int(delta.numel()), "accuracy": pairwise_accuracy(delta), "mean_margin": delta.mean().item(),
-            "ece": expected_calibration_error(delta, bins), "brier": brier_score(delta)}
+    out = {"pairs": int(delta.numel()), "accuracy": pairwise_accuracy(delta), "mean_margin": delta.mean().item(),
+           "ece": expected_calibration_error(delta, bins), "brier": brier_score(delta)}
+    if confound_delta is not None:
+        out["confound_corr"] = pearson(delta, confound_delta)
+    return out
 
 
 def disagreement(delta: Tensor) -> dict[str, float]:
@@ -108,8 +167,9 @@ def disagreement(delta: Tensor) -> dict[str, float]:
     return out
 
 
-def family_metrics(delta: Tensor, names: list[str], bins: int = 10) -> dict:
-    """Per-member metrics, the metrics of the family mean Δ̄ = mean_k Δ_k, and disagreement."""
-    return {"members": {n: reward_metrics(delta[:, k], bins) for k, n in enumerate(names)},
-            "mean_of_members": reward_metrics(delta.mean(dim=1), bins),
+def family_metrics(delta: Tensor, names: list[str], bins: int = 10, confound_delta: Tensor | None = None) -> dict:
+    """Per-member metrics, the metrics of the family mean Δ̄ = mean_k Δ_k, and disagreement.
+    delta: (N, K); confound_delta: (N,) Δφ = φ(w) − φ(l), when a confound is named."""
+    return {"members": {n: reward_metrics(delta[:, k], bins, confound_delta) for k, n in enumerate(names)},
+            "mean_of_members": reward_metrics(delta.mean(dim=1), bins, confound_delta),
             "disagreement": disagreement(delta)}

@@ -1,83 +1,93 @@
 """Bradley–Terry reward models and families of them, on the one training loop (train/loop.py).
 
-`robustpo reward train RECIPE.yaml` trains `reward.family.size` = K reward models and writes
-a family folder (rewards/family.py):
+`robustpo reward train RECIPE.yaml` trains the models a family plan asks for
+(rewards/plan.py: seed | bootstrap | subsets | multihead | span | reweight) and writes a
+family folder (rewards/family.py):
 
     OUTPUT_DIR/family.json           manifest: how each member was made, its data, held-out metrics
-    OUTPUT_DIR/members/<name>/       each member, a plain `transformers` sequence-classification folder
+    OUTPUT_DIR/members/<name>/       each trained model, a plain `transformers` sequence-classification folder
     OUTPUT_DIR/runs/<name>/          its loop run: metrics.jsonl, checkpoints, data_rows.json, summary.json
 
-Family modes (`reward.family.mode`), each member trained on:
-- seed:      all training pairs, its own seed (score-head init and data order);
-- bootstrap: N pairs drawn with replacement from the N training pairs (its own draw);
-- subsets:   a disjoint 1/K share of the pairs;
-- multihead: ONE model, a shared backbone with K score heads (num_labels=K), head k weighting
-             each pair by its count in bootstrap draw k (the same draws `bootstrap` makes),
-             trained in one pass: a K-member family for about the cost of one member.
-A size-1 family is a single reward model. Members already finished are skipped on
-`--resume`; the one that was running resumes from its last checkpoint.
+Confound-debiased training (`reward.confound`, product of experts: Clark et al. 2019, He et
+al. 2019; for length in reward models, ODIN: Chen et al., ICML 2024, arXiv 2402.07319). With
+a confound φ (standardised, rewards/confound.py) the training logit of a pair is
+
+    r_θ(x, w) − r_θ(x, l) + b·(φ(w) − φ(l))
+
+with `b` a learned scalar per member (`debias: true`), so the confound expert absorbs what φ
+explains in the labels, and the saved model scores with r_θ alone. `decorrelate: λ` adds
+λ·corr(r_θ, φ)² over each batch's responses: without it the network can represent φ itself
+and leave b near 0. Each member's fitted b̂ and the final corr(r_θ, φ) over the training
+responses go into family.json. Members already finished are skipped on `--resume`; the one
+that was running resumes from its last checkpoint.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from robustpo.config import DataConfig, ModelConfig, TrainConfig
-from robustpo.errors import ConfigError, DataError
-
-MODES = ("seed", "bootstrap", "subsets", "multihead")
-
-
-@dataclass
-class FamilyConfig:
-    size: int = 1
-    mode: str = "seed"                  # seed | bootstrap | subsets | multihead
+from robustpo.config import ModelConfig
+from robustpo.errors import DataError
+from robustpo.rewards.plan import (  # noqa: F401  (re-exported: the trainer's public names)
+    MODES, FamilyConfig, MemberPlan, RewardConfig, RewardRunConfig, bootstrap_counts, check_config, plan_members,
+    split_heldout)
 
 
-@dataclass
-class RewardConfig:
-    use_margin: bool = False             # subtract each row's `margin` inside the BT logistic
-    center_coef: float = 0.0             # c of c·(r(w) + r(l))²
-    heldout: str | None = None           # held-out pairs file; default: a split of data.train
-    heldout_fraction: float = 0.1        # share of data.train held out when `heldout` is unset
-    family: FamilyConfig = field(default_factory=FamilyConfig)
-    eval_batch_size: int = 32
-    calibration_bins: int = 10
+class RewardModule(torch.nn.Module):
+    """What the reward trainer optimizes: the model, how its outputs become rewards
+    (rewards/pooling.py), the `lm` head's scale s, and, when debiasing, the confound expert's
+    coefficient b, one per head. One forward, so that DDP/FSDP wrap a single module.
+    Returns (rewards (S, K), b (K,) or None)."""
+
+    def __init__(self, model, head: str, pooling: str, heads: int, debias: bool, *, scale: float = 1.0,
+                 coef: float = 0.0):
+        super().__init__()
+        self.model, self.head, self.pooling = model, head, pooling
+        self.scale = torch.nn.Parameter(torch.tensor(float(scale))) if head == "lm" else None
+        self.confound_coef = torch.nn.Parameter(torch.full((heads,), float(coef))) if debias else None
+
+    def forward(self, input_ids, attention_mask, response_mask):
+        from robustpo.rewards.pooling import response_rewards
+
+        rewards = response_rewards(self.model, input_ids, attention_mask, response_mask, head=self.head,
+                                   pooling=self.pooling)                                      # (S, K)
+        if self.scale is not None:
+            rewards = self.scale * rewards
+        return rewards, (self.confound_coef * 1.0 if self.confound_coef is not None else None)
 
 
-@dataclass
-class RewardRunConfig:
-    model: ModelConfig = field(default_factory=ModelConfig)
-    data: DataConfig = field(default_factory=DataConfig)
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(output_dir="runs/reward", learning_rate=1e-5))
-    reward: RewardConfig = field(default_factory=RewardConfig)
+def initial_scalars(module: RewardModule, items: list, collate, batch_size: int, device) -> tuple[float, float]:
+    """(s, b) to start from: the one- or two-feature logistic fit of the labels on the model's
+    initial margin (lm head) and on Δφ (debiasing), over the plan's pairs with their weights."""
+    from robustpo.logprobs import IGNORE_INDEX
+    from robustpo.rewards.objective import fit_logistic
 
-
-@dataclass
-class MemberPlan:
-    name: str
-    seed: int
-    items: list            # tokenized pairs (bootstrap: with repeats)
-    num_labels: int = 1
-    data: dict = field(default_factory=dict)
-
-
-def _check_config(cfg: RewardRunConfig) -> None:
-    fam = cfg.reward.family
-    if fam.mode not in MODES:
-        raise ConfigError(f"reward.family.mode must be one of {', '.join(MODES)}, got '{fam.mode}'")
-    if fam.size < 1:
-        raise ConfigError(f"reward.family.size must be at least 1, got {fam.size}")
-    if not cfg.data.train:
-        raise ConfigError("data.train is required (a file, a saved dataset folder or a hub id)")
-    if not 0.0 <= cfg.reward.heldout_fraction < 1.0:
-        raise ConfigError(f"reward.heldout_fraction must lie in [0, 1), got {cfg.reward.heldout_fraction}")
+    columns, weights = [], torch.tensor([it.get("pair_weight", 1.0) for it in items])
+    if module.scale is not None:
+        margins = []
+        module.to(device).eval()
+        with torch.no_grad():
+            for start in range(0, len(items), batch_size):
+                batch = collate(items[start:start + batch_size])
+                B = batch["index"].shape[0]
+                ids, mask = batch["input_ids"].to(device), batch["attention_mask"].to(device)
+                r, _ = module(ids, mask, (batch["labels"] != IGNORE_INDEX).to(device))
+                margins.append(((r[:B, 0] - r[B:2 * B, 0]) / module.scale).cpu())            # (B,)
+        module.train()
+        columns.append(torch.cat(margins))
+    if module.confound_coef is not None:
+        columns.append(torch.tensor([it["chosen_confound"] - it["rejected_confound"] for it in items]))
+    if not columns:
+        return 1.0, 0.0
+    theta = fit_logistic(torch.stack(columns, dim=1), weights)
+    scale = theta.pop(0) if module.scale is not None else 1.0
+    return scale, (theta[0] if theta else 0.0)
 
 
 def _load_rows(cfg: RewardRunConfig, source: str):
@@ -95,80 +105,57 @@ def _load_rows(cfg: RewardRunConfig, source: str):
     return rows, report
 
 
-def split_heldout(rows: list, fraction: float, seed: int) -> tuple[list, list]:
-    """(train, held-out): a seeded random `fraction` of the rows held out (at least one if > 0)."""
-    if fraction <= 0:
-        return rows, []
-    n_held = max(1, round(fraction * len(rows)))
-    if n_held >= len(rows):
-        raise ConfigError(f"reward.heldout_fraction={fraction} leaves no training pairs out of {len(rows)}")
-    perm = np.random.default_rng([seed, 7919]).permutation(len(rows))
-    held = set(perm[:n_held].tolist())
-    return [r for i, r in enumerate(rows) if i not in held], [r for i, r in enumerate(rows) if i in held]
+def attach_confound(items: list, rows: list, feature: str, source: str) -> dict:
+    """Compute φ for both responses of every training pair, standardise over those 2N values,
+    store them on the items (`chosen_confound`, `rejected_confound`); return the statistics."""
+    from robustpo.rewards.confound import feature_values, standardization, standardize
+
+    by_index = {r["index"]: r for r in rows}
+    src = [by_index[it["index"]] for it in items]
+    prompts = [r["prompt"] for r in src] * 2
+    responses = [r["chosen"] for r in src] + [r["rejected"] for r in src]
+    counts = [len(it["chosen_ids"]) for it in items] + [len(it["rejected_ids"]) for it in items]
+    raw = feature_values(feature, prompts, responses, counts, rows=[it["index"] for it in items] * 2, source=source)
+    stats = standardization(raw, feature)
+    z = standardize(raw, stats)
+    for i, it in enumerate(items):
+        it["chosen_confound"], it["rejected_confound"] = z[i], z[len(items) + i]
+    return {"feature": feature, **stats}
 
 
-def bootstrap_counts(n: int, seed: int, member: int) -> np.ndarray:
-    """How often each of n pairs appears in bootstrap draw `member` (n draws with replacement)."""
-    draw = np.random.default_rng([seed, 104729, member]).integers(0, n, n)
-    return np.bincount(draw, minlength=n)
-
-
-def plan_members(items: list, cfg: RewardRunConfig) -> list[MemberPlan]:
-    fam, seed = cfg.reward.family, cfg.train.seed
-    K, n = fam.size, len(items)
-
-    def describe(chosen):
-        rows = [items[i]["index"] for i in chosen]
-        return {"pairs": len(rows), "unique_pairs": len(set(rows))}, rows
-
-    if fam.mode == "multihead":
-        counts = np.stack([bootstrap_counts(n, seed, k) for k in range(K)], axis=1)        # (n, K)
-        weighted = [{**it, "head_weights": counts[i].tolist()} for i, it in enumerate(items)]
-        data = {"pairs": n, "unique_pairs_per_head": [int((counts[:, k] > 0).sum()) for k in range(K)]}
-        return [MemberPlan("multihead", seed, weighted, num_labels=K, data=data)]
-    if fam.mode == "subsets" and K > n:
-        raise ConfigError(f"reward.family.size={K} disjoint subsets need at least {K} training pairs, have {n}")
-    plans = []
-    for k in range(K):
-        if fam.mode == "seed":
-            chosen = list(range(n))
-        elif fam.mode == "bootstrap":
-            chosen = np.repeat(np.arange(n), bootstrap_counts(n, seed, k)).tolist()
-        else:
-            perm = np.random.default_rng([seed, 15485863]).permutation(n)
-            chosen = sorted(np.array_split(perm, K)[k].tolist())
-        data, rows = describe(chosen)
-        plans.append(MemberPlan(f"member-{k}", seed + k, [items[i] for i in chosen], data={**data, "rows": rows}))
-    return plans
-
-
-def apply_reward_lora(model, cfg: ModelConfig):
-    """LoRA on the backbone; the new score head is trained in full (peft's SEQ_CLS task saves it)."""
+def apply_reward_lora(model, cfg: ModelConfig, head: str = "score"):
+    """LoRA on the backbone; a new score head is trained in full (peft's SEQ_CLS task saves it)."""
     from peft import LoraConfig, get_peft_model
 
     lora = cfg.lora
     return get_peft_model(model, LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
-                                            target_modules=lora.target_modules, task_type="SEQ_CLS"))
+                                            target_modules=lora.target_modules,
+                                            task_type="CAUSAL_LM" if head == "lm" else "SEQ_CLS"))
 
 
-def load_reward_backbone(path: str, num_labels: int, cfg: ModelConfig, pad_token_id: int, seed: int):
-    """A sequence-classification model on `path` (a causal LM gets new score heads, drawn from `seed`)."""
-    from transformers import AutoModelForSequenceClassification
+def load_reward_backbone(path: str, num_labels: int, cfg: ModelConfig, pad_token_id: int, seed: int,
+                         head: str = "score"):
+    """The model to train on `path`: a sequence-classification model (a causal LM gets new score
+    heads, drawn from `seed`), or for the `lm` head the causal LM itself."""
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
     from robustpo.models import torch_dtype
     from robustpo.rewards.family import quiet_transformers
 
+    kwargs = {"dtype": torch_dtype(cfg.dtype), "trust_remote_code": cfg.trust_remote_code}
     with quiet_transformers(), torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = AutoModelForSequenceClassification.from_pretrained(
-            path, num_labels=num_labels, dtype=torch_dtype(cfg.dtype), trust_remote_code=cfg.trust_remote_code,
-            ignore_mismatched_sizes=True)
+        if head == "lm":
+            model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+        else:
+            model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=num_labels,
+                                                                       ignore_mismatched_sizes=True, **kwargs)
     # The model pools the last non-pad token, so it must know which id pads.
     model.config.pad_token_id = pad_token_id
     if cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable()
         model.config.use_cache = False
-    return apply_reward_lora(model, cfg) if cfg.lora is not None else model
+    return apply_reward_lora(model, cfg, head) if cfg.lora is not None else model
 
 
 def make_collate(pad_id: int):
@@ -176,7 +163,7 @@ def make_collate(pad_id: int):
 
     def collate(items):
         batch = collate_pairs(items, pad_id)
-        for key in ("margin", "head_weights"):
+        for key in ("margin", "head_weights", "pair_weight", "chosen_confound", "rejected_confound"):
             if key in items[0]:
                 batch[key] = torch.tensor([it[key] for it in items], dtype=torch.float32)   # (B,) / (B, K)
         return batch
@@ -184,31 +171,49 @@ def make_collate(pad_id: int):
     return collate
 
 
-def make_step_fn(center_coef: float, use_margin: bool):
-    from robustpo.rewards.objective import bradley_terry_loss
+def make_step_fn(center_coef: float, use_margin: bool, decorrelate: float = 0.0):
+    from robustpo.logprobs import IGNORE_INDEX
+    from robustpo.rewards.objective import bradley_terry_loss, decorrelation_penalty
 
-    def step(model, batch):
+    def step(module, batch):
         B = batch["index"].shape[0]
-        rewards = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.float()  # (2B, K)
-        rc, rr = rewards[:B], rewards[B:2 * B]                                                         # (B, K)
+        rewards, coef = module(batch["input_ids"], batch["attention_mask"], batch["labels"] != IGNORE_INDEX)
+        rewards = rewards[:2 * B]                                                       # (2B, K)
+        rc, rr = rewards[:B], rewards[B:]                                               # (B, K)
+        weights = batch.get("head_weights")
+        if "pair_weight" in batch:
+            weights = batch["pair_weight"][:, None]                                     # (B, 1)
+        confound_logit, metrics = None, {}
+        if coef is not None:
+            dphi = batch["chosen_confound"] - batch["rejected_confound"]                # (B,)
+            confound_logit = dphi[:, None] * coef[None, :]                              # (B, K)
+            metrics["confound/b"] = coef.detach().mean().item()
         loss, _ = bradley_terry_loss(rc, rr, margin=batch.get("margin") if use_margin else None,
-                                     center_coef=center_coef, weights=batch.get("head_weights"))
+                                     center_coef=center_coef, weights=weights, confound_logit=confound_logit)
+        if "chosen_confound" in batch:
+            phi = torch.cat([batch["chosen_confound"], batch["rejected_confound"]])   # (2B,)
+            penalty = decorrelation_penalty(rewards, phi)
+            metrics["confound/corr_sq"] = penalty.item()
+            if decorrelate:
+                loss = loss + decorrelate * penalty
         delta = (rc - rr).detach()
-        return loss, {"accuracy": (delta > 0).float().mean().item(), "margin": delta.mean().item(),
-                      "rewards/chosen": rc.detach().mean().item(), "rewards/rejected": rr.detach().mean().item()}
+        metrics.update({"accuracy": (delta > 0).float().mean().item(), "margin": delta.mean().item(),
+                        "rewards/chosen": rc.detach().mean().item(), "rewards/rejected": rr.detach().mean().item()})
+        return loss, metrics
 
     return step
 
 
 def train_member(accelerator, cfg: RewardRunConfig, plan: MemberPlan, base: str, tokenizer, family_dir: Path,
                  resume: bool) -> dict:
-    """Train one member (or the multi-head model) and save it under members/<name>. Returns its summary."""
+    """Train one model (a member, a span fit, a multi-head model) and save it under members/<name>."""
     from accelerate.utils import set_seed
     from transformers import get_scheduler
 
     from robustpo.data.io import atomic_dir, write_json_atomic
-    from robustpo.models import save_final
+    from robustpo.models import save_final, transformers_model
     from robustpo.rewards.family import quiet_transformers
+    from robustpo.rewards.pooling import CONFIG_KEY
     from robustpo.train.loop import run_loop, total_optimizer_steps
 
     run_dir, out_dir = family_dir / "runs" / plan.name, family_dir / "members" / plan.name
@@ -217,67 +222,146 @@ def train_member(accelerator, cfg: RewardRunConfig, plan: MemberPlan, base: str,
         run_dir.mkdir(parents=True, exist_ok=True)
         write_json_atomic(run_dir / "data_rows.json", {k: v for k, v in plan.data.items()})
     set_seed(plan.seed)
-    model = load_reward_backbone(base, plan.num_labels, cfg.model, tokenizer.pad_token_id, plan.seed)
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=tc.learning_rate, betas=tuple(tc.adam_betas),
+    confound = cfg.reward.confound
+    r = cfg.reward
+    model = load_reward_backbone(base, plan.num_labels, cfg.model, tokenizer.pad_token_id, plan.seed, r.head)
+    module = RewardModule(model, r.head, r.pooling, plan.num_labels, plan.debias)
+    collate = make_collate(tokenizer.pad_token_id)
+    scale0, coef0 = initial_scalars(module, plan.items, collate, r.eval_batch_size, accelerator.device)
+    module = RewardModule(model, r.head, r.pooling, plan.num_labels, plan.debias, scale=scale0, coef=coef0)
+    scalars = [p for p in (module.scale, module.confound_coef) if p is not None]
+    groups = [{"params": [p for p in module.model.parameters() if p.requires_grad]}]
+    if scalars:   # b and s start at their logistic fits; they need bigger steps than the weights, and no decay
+        groups.append({"params": scalars, "lr": r.scalar_learning_rate, "weight_decay": 0.0})
+    optimizer = torch.optim.AdamW(groups, lr=tc.learning_rate, betas=tuple(tc.adam_betas),
                                   weight_decay=tc.weight_decay)
     total = total_optimizer_steps(len(plan.items), tc, accelerator.num_processes)
     # accelerate steps a prepared scheduler once per process per optimizer step: scale to match.
     scheduler = get_scheduler(tc.scheduler, optimizer,
                               num_warmup_steps=int(tc.warmup_ratio * total) * accelerator.num_processes,
                               num_training_steps=total * accelerator.num_processes)
-    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+    module, optimizer, scheduler = accelerator.prepare(module, optimizer, scheduler)
     last: dict = {}
     started = time.perf_counter()
-    state = run_loop(accelerator=accelerator, model=model, optimizer=optimizer, scheduler=scheduler,
-                     dataset=plan.items, collate_fn=make_collate(tokenizer.pad_token_id),
-                     step_fn=make_step_fn(cfg.reward.center_coef, cfg.reward.use_margin), cfg=tc, run_dir=run_dir,
-                     total_steps=total, resume=resume, on_log=last.update)
+    decorrelate = confound.decorrelate if confound is not None and plan.role != "slope-probe" else 0.0
+    state = run_loop(accelerator=accelerator, model=module, optimizer=optimizer, scheduler=scheduler,
+                     dataset=plan.items, collate_fn=collate,
+                     step_fn=make_step_fn(cfg.reward.center_coef, cfg.reward.use_margin, decorrelate),
+                     cfg=tc, run_dir=run_dir, total_steps=total, resume=resume, on_log=last.update)
     accelerator.wait_for_everyone()
+    trained = accelerator.unwrap_model(module)
     summary = {"steps": state.step, "seed": plan.seed, "heads": plan.num_labels,
                "loop_seconds": round(time.perf_counter() - started, 3),   # this process's share, if resumed
                "final_train_metrics": {k: last[k] for k in ("loss", "accuracy", "margin") if k in last}}
+    summary["initial"] = {"scale": scale0, "confound_coef": coef0}
+    if trained.confound_coef is not None:
+        summary["confound_coef_fitted"] = trained.confound_coef.detach().float().tolist()   # b̂ per head
+    spec = {"head": r.head, "pooling": r.pooling}
+    if trained.scale is not None:
+        spec["scale"] = summary["scale"] = float(trained.scale.detach())
+    if spec != {"head": "score", "pooling": "last"}:   # how robustpo turns the model's outputs into a reward
+        setattr(transformers_model(trained.model).config, CONFIG_KEY, spec)
     if accelerator.is_main_process:
         with atomic_dir(out_dir) as tmp, quiet_transformers():
-            save_final(accelerator.unwrap_model(model), tokenizer, tmp)
+            save_final(trained.model, tokenizer, tmp)
         write_json_atomic(run_dir / "summary.json", summary)   # last: marks the member finished
     accelerator.wait_for_everyone()
     accelerator.free_memory()   # drop references to this member's model and optimizer
     return summary
 
 
-def _member_made(cfg: RewardRunConfig, plan: MemberPlan, summary: dict, head: int) -> dict:
+def _made(cfg: RewardRunConfig, plan: MemberPlan, summary: dict, head: int) -> dict:
     made = {"mode": cfg.reward.family.mode, "seed": plan.seed, "steps": summary["steps"],
-            "loop_seconds": summary.get("loop_seconds"),
-            "base_model": cfg.model.name_or_path, "center_coef": cfg.reward.center_coef,
+            "loop_seconds": summary.get("loop_seconds"), "base_model": cfg.model.name_or_path,
+            "reward_head": cfg.reward.head, "pooling": cfg.reward.pooling, "center_coef": cfg.reward.center_coef,
             "use_margin": cfg.reward.use_margin, "final_train_metrics": summary["final_train_metrics"]}
     if plan.num_labels > 1:
         made.update(head=head, bootstrap_draw=head)
-    elif cfg.reward.family.mode == "bootstrap":
+    elif cfg.reward.family.mode in ("bootstrap", "span") and cfg.reward.family.size > 1:
         made["bootstrap_draw"] = int(plan.name.split("-")[1])
+    if cfg.reward.confound is not None:
+        made["confound"] = dataclasses.asdict(cfg.reward.confound) | {"debias": plan.debias}
+        if "confound_coef_fitted" in summary:
+            made["confound_coef_fitted"] = summary["confound_coef_fitted"][head]
+        if "confound_corr_train" in summary:
+            made["confound_corr_train"] = summary["confound_corr_train"][head]
+    if "target" in plan.data:
+        made["reweight_target"] = plan.data["target"]
     return made
+
+
+def _training_correlations(family_dir: Path, plans: list[MemberPlan], items: list, rows: list, cfg) -> dict:
+    """corr(r_θ, φ̃) over the training responses for every trained model, and for span families
+    with `span_scale: slope`, each plain model's slope of Δr on Δφ̃ (through the origin)."""
+    from robustpo.rewards.family import load_family
+    from robustpo.rewards.objective import pearson
+
+    by_index = {r["index"]: r for r in rows}
+    src = [by_index[it["index"]] for it in items]
+    prompts = [r["prompt"] for r in src] * 2
+    responses = [r["chosen"] for r in src] + [r["rejected"] for r in src]
+    phi = torch.tensor([it["chosen_confound"] for it in items] + [it["rejected_confound"] for it in items])
+    out = {}
+    for plan in plans:
+        folder = family_dir / "members" / plan.name
+        family = load_family(folder, batch_size=cfg.reward.eval_batch_size)
+        r = family.score(prompts, responses)                                              # (2N, K)
+        result = {"corr": [pearson(r[:, k], phi) for k in range(r.shape[1])]}
+        if plan.role == "slope-probe":
+            dr, dphi = r[:len(items), 0] - r[len(items):, 0], phi[:len(items)] - phi[len(items):]
+            result["slope"] = float((dr.double() * dphi.double()).sum() / (dphi.double() ** 2).sum())
+        out[plan.name] = result
+    return out
+
+
+def _manifest_members(cfg, plans, summaries, family_dir) -> list[dict]:
+    from robustpo.rewards.family import member_entry
+
+    fam = cfg.reward.family
+    members = []
+    for plan in plans:
+        if plan.role == "slope-probe":
+            continue
+        data = {"source": cfg.data.train, **{k: v for k, v in plan.data.items() if k != "rows"},
+                "rows_file": f"runs/{plan.name}/data_rows.json"}
+        folder = family_dir / "members" / plan.name
+        if plan.role == "span-fit":
+            fitted = summaries[plan.name]["confound_coef_fitted"][0]
+            probe = summaries.get(plan.name.replace("fit-", "plain-"), {})
+            scale = fitted if fam.span_scale == "fitted" else probe["slope"]
+            prefix = "" if fam.size == 1 else f"{plan.name}-"
+            for w in fam.weights:
+                made = _made(cfg, plan, summaries[plan.name], 0) | {
+                    "span": {"weight": float(w), "scale": scale, "scale_from": fam.span_scale}}
+                members.append(member_entry(family_dir, folder, 0, f"{prefix}w{w:g}", confound_coef=float(w) * scale,
+                                            made=made, data=data))
+            continue
+        for head in range(plan.num_labels):
+            name = plan.name if plan.num_labels == 1 else f"head-{head}"
+            members.append(member_entry(family_dir, folder, head, name,
+                                        made=_made(cfg, plan, summaries[plan.name], head), data=data))
+    return members
 
 
 def train_reward_family(cfg: RewardRunConfig, *, resume: bool = False, overwrite: bool = False) -> Path:
     """Train the reward model(s) of `cfg`, write the family folder (train.output_dir), return it."""
-    from robustpo.train.loop import make_accelerator, open_run_dir
-
     from robustpo.data.tokenize import tokenize_pairs
     from robustpo.models import load_tokenizer, materialize_base
-    from robustpo.rewards.family import member_entry, write_manifest
+    from robustpo.rewards.family import write_manifest
+    from robustpo.train.loop import make_accelerator, open_run_dir
 
-    _check_config(cfg)
-    tc, fam = cfg.train, cfg.reward.family
+    check_config(cfg)
+    tc, fam, confound = cfg.train, cfg.reward.family, cfg.reward.confound
     family_dir = Path(tc.output_dir)
-    accelerator = make_accelerator(tc, family_dir)
-    open_run_dir(accelerator, family_dir, cfg, resume=resume, overwrite=overwrite, what="a reward run",
-                 evidence=("family.json", "runs", "members"), cleared=("base_model", "config.yaml"))
-
     rows, report = _load_rows(cfg, cfg.data.train)
     if cfg.reward.heldout:
         train_rows, (held_rows, _) = rows, _load_rows(cfg, cfg.reward.heldout)
     else:
         train_rows, held_rows = split_heldout(rows, cfg.reward.heldout_fraction, tc.seed)
+
+    accelerator = make_accelerator(tc, family_dir)
+    open_run_dir(accelerator, family_dir, cfg, resume=resume, overwrite=overwrite, what="a reward run",
+                 evidence=("family.json", "runs", "members"), cleared=("base_model", "config.yaml"))
     accelerator.print(f"{report.summary()}; {len(train_rows)} for training, {len(held_rows)} held out")
 
     texts = lambda: (str(t) for r in train_rows for t in (r["prompt"], r["chosen"], r["rejected"]))  # noqa: E731
@@ -289,32 +373,32 @@ def train_reward_family(cfg: RewardRunConfig, *, resume: bool = False, overwrite
     items, stats = tokenize_pairs(train_rows, tokenizer, max_length=cfg.data.max_length,
                                   max_prompt_length=cfg.data.max_prompt_length, source=cfg.data.train)
     accelerator.print(stats.summary())
+    confound_stats = attach_confound(items, train_rows, confound.feature, cfg.data.train) if confound else None
 
-    plans = plan_members(items, cfg)
+    plans = plan_members(items, cfg, cfg.data.train)   # a reweight set no weighting can fix fails here
     summaries = {}
     for plan in plans:
         done = family_dir / "runs" / plan.name / "summary.json"
         if resume and done.exists() and (family_dir / "members" / plan.name / "config.json").exists():
-            import json
-
             summaries[plan.name] = json.loads(done.read_text())
             accelerator.print(f"{plan.name}: already trained, kept")
             continue
         accelerator.print(f"training {plan.name} ({plan.data.get('pairs')} pairs, {plan.num_labels} head(s))")
         summaries[plan.name] = train_member(accelerator, cfg, plan, base, tokenizer, family_dir, resume)
 
-    members = []
-    for plan in plans:
-        for head in range(plan.num_labels):
-            name = plan.name if plan.num_labels == 1 else f"head-{head}"
-            data = {"source": cfg.data.train, **{k: v for k, v in plan.data.items() if k != "rows"},
-                    "rows_file": f"runs/{plan.name}/data_rows.json"}
-            members.append(member_entry(family_dir, family_dir / "members" / plan.name, head, name,
-                                        made=_member_made(cfg, plan, summaries[plan.name], head), data=data))
-    manifest = {"mode": fam.mode, "size": len(members), "max_length": cfg.data.max_length,
-                "max_prompt_length": cfg.data.max_prompt_length, "train_data": report.summary(),
-                "truncation": stats.as_dict(), "members": members}
-    if accelerator.is_main_process:
+    if accelerator.is_main_process:   # the manifest and its measurements are process 0's job
+        if confound is not None:
+            for name, result in _training_correlations(family_dir, plans, items, train_rows, cfg).items():
+                summaries[name]["confound_corr_train"] = result["corr"]
+                if "slope" in result:
+                    summaries[name]["slope"] = result["slope"]
+        members = _manifest_members(cfg, plans, summaries, family_dir)
+        manifest = {"mode": fam.mode, "size": len(members), "max_length": cfg.data.max_length,
+                    "max_prompt_length": cfg.data.max_prompt_length, "reward_head": cfg.reward.head,
+                    "pooling": cfg.reward.pooling,
+                    "train_data": report.summary(), "truncation": stats.as_dict(), "members": members}
+        if confound_stats is not None:
+            manifest["confound"] = confound_stats
         write_manifest(family_dir, manifest)
         if held_rows:
             from robustpo.rewards.evaluate import evaluate_family
