@@ -54,8 +54,12 @@ class TestbedConfig:
     # preference data
     n_train_pairs: int = 512        # size of every ρ dataset
     rhos: tuple[float, ...] = (0.2,)
-    pool_factor: float = 4.0        # pool prompts = pool_factor * n_train_pairs
-    n_validation_pairs: int = 256
+    # pool prompts = pool_factor * n_train_pairs: 16 leaves enough shorter-preferred pairs for
+    # ρ = 0.2 sets of 2,048 pairs (the robustness grid's data-size dimension)
+    pool_factor: float = 16.0
+    # 1,024 unbiased pairs: the precondition (a family's accuracy on them) has a standard error
+    # of about 0.015, small enough to tell reward models apart
+    n_validation_pairs: int = 1024
     n_test_prompts: int = 256       # 1 sample each: win-rate CI half-width ≈ ±0.06
     deterministic_labels: bool = False
     max_new_tokens: int = 12        # demonstrations have at most 6 words
@@ -129,16 +133,30 @@ class Testbed:
                                  train_pairs=train_pairs, settings=EvalSettings(**settings), log=log)
 
 
-def build(config: TestbedConfig | None = None, *, log: Callable[[str], None] = print) -> Testbed:
-    """Build the testbed stages that are not cached yet; return their paths."""
-    config = config or TestbedConfig()
-    cache = Path(config.cache_dir) if config.cache_dir else default_cache_dir()
-    ref_root = cache / f"reference-{config.reference_key()}"
-    root = ref_root / f"pairs-{config.pairs_key()}"
-    if not (root / "manifest.json").exists():
+def language_model(config: TestbedConfig, *, log: Callable[[str], None] = print) -> Path:
+    """The reference stage alone (cached): an LM SFT'd on the seed's demonstrations with the
+    config's width. `replace(config, hidden_size=128)` gives a wider backbone for reward models."""
+    ref_root = _reference_root(config)
+    if not (ref_root / "manifest.json").exists():
         with _exclusive(ref_root / ".lock"):  # parallel runs (a grid) wait here instead of racing
             if not (ref_root / "manifest.json").exists():
                 _build_reference(config, ref_root, log)
+    return ref_root / "model"
+
+
+def _reference_root(config: TestbedConfig) -> Path:
+    cache = Path(config.cache_dir) if config.cache_dir else default_cache_dir()
+    return cache / f"reference-{config.reference_key()}"
+
+
+def build(config: TestbedConfig | None = None, *, log: Callable[[str], None] = print) -> Testbed:
+    """Build the testbed stages that are not cached yet; return their paths."""
+    config = config or TestbedConfig()
+    ref_root = _reference_root(config)
+    root = ref_root / f"pairs-{config.pairs_key()}"
+    if not (root / "manifest.json").exists():
+        language_model(config, log=log)
+        with _exclusive(ref_root / ".lock"):
             if not (root / "manifest.json").exists():
                 _build_pairs(config, ref_root / "model", root, log)
     stats = {**json.loads((ref_root / "manifest.json").read_text()), **json.loads((root / "manifest.json").read_text())}
