@@ -61,7 +61,9 @@ def snapshot() -> dict:
 
 def write(out_dir: Path, snap: dict, argv: list[str] | None = None, imported: list[str] | None = None) -> dict:
     """`imported`: more source files (e.g. those worker processes imported) to record."""
-    files = set(imported_sources()) | {Path(p).resolve() for p in imported or []}
+    roots = (REPO / "src" / "robustpo", REPO / "benchmarks")
+    files = set(imported_sources()) | {p for p in map(lambda f: Path(f).resolve(), imported or [])
+                                       if p.suffix == ".py" and any(p.is_relative_to(r) for r in roots)}
     record = {
         "commit": snap["commit"], "uncommitted_code": snap["uncommitted_code"],
         "command": "python " + " ".join(argv if argv is not None else sys.argv),

@@ -1,19 +1,23 @@
-"""The robustness grid (issue 5, part 4): gold win rate against the length bias ρ, per method.
+"""The robustness grid: gold win rate against the length bias ρ, per method and reward family.
 
-    python benchmarks/robustness_grid.py --quick          # quick testbed, 1 seed, no β sweep: minutes
-    python benchmarks/robustness_grid.py                  # 5 ρ × 9 methods × 3 seeds, β sweep, lr sweep
+    python benchmarks/robustness_grid.py --quick     # quick testbed, ρ = 0.2, 1 seed, no sweep: < 1 min
+    python benchmarks/robustness_grid.py             # the full grid (README: "The robustness grid")
 
-For every (ρ, seed): the ρ-biased set, a 3-member bootstrap reward family trained on it (for
-distill / e_dpo), then each method from the reference under the demo's shared budget
-(robustpo.testbed.demo). Hyperparameters are chosen the same way for every method: each
-setting of the method's sweep — β (τ for IPO) in --betas, crossed with γ in --gammas for
-e_dpo / p_dpo and with the bcr budget δ in --budgets for dpo_bcr — is trained at the first
-seed and scored by the gold win rate on the unbiased validation set's prompts (never the
-test prompts); the best setting is then used for every seed.
-The learning-rate sweep trains dpo and minor_dpo at each --lrs value (ρ = --lr-rho, β = 0.1).
+A cell is (N training pairs, ρ, seed); a seed is a whole testbed (reference policy, pairs).
+In every cell the grid trains the reward families of grid_plan.FAMILY_VARIANTS on the ρ-biased
+set — today's bootstrap family, a debiased reward model, a `span` and a `reweight` family —
+measures each on the unbiased validation pairs (the precondition), and trains every method
+of grid_plan.METHODS from the reference under the demo's budget (3 epochs of 32-pair batches).
+Hyperparameters are chosen the same way for every method: each setting of its sweep is trained
+at the first seed (N = 512) and scored by gold win rate on the unbiased validation prompts,
+never the test prompts; the winner runs at every seed and N. The gold-feature probe
+(testbed/probe.py) is the reference line for the precondition. Also: the data-size dimension
+(N = 2,048 at --n2048-rhos), the reward-model budget dimension (epochs × backbone width at
+--budget-rhos), and the learning-rate sweep of dpo and minor_dpo (ρ = --lr-rho).
 
-Writes OUT/grid.csv, OUT/lr_sweep.csv, OUT/win_rate_vs_rho.png, OUT/logratio_vs_rho.png,
-OUT/lr_sweep.png. Finished runs and evaluations are reused on a rerun.
+Work runs in --jobs processes (one thread each). Finished runs and evaluations are reused on a
+rerun. Writes OUT/{grid,families,selection,budget,lr_sweep}.csv, OUT/results.md, the figures
+and OUT/provenance.json (the commit and code fingerprints; tests fail when the code changes).
 """
 
 from __future__ import annotations
@@ -22,207 +26,299 @@ import argparse
 import csv
 import hashlib
 import json
+import os
 import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
-
+import grid_plan as plan
+import grid_report
+import provenance
 from robustpo.testbed import demo
 
-EXTRA_METHODS = {"cdpo": {"loss": {"name": "cdpo", "beta": 0.1, "label_smoothing": 0.1}},
-                 "dpo_nll": {"loss": {"name": "dpo", "beta": 0.1}, "regularizers": [{"name": "nll", "weight": 1.0}]}}
-ALL_METHODS = {**demo.METHODS, **EXTRA_METHODS}
-FIELDS = ["rho", "seed", "method", "hparams", "lr", "win_rate", "ci_lo", "ci_hi", "gold_reward", "length", "kl",
-          "logratio_chosen"]
+LR_METHODS = ("dpo", "minor_dpo")
 
 
-def sweep_settings(method: str, betas, gammas, budgets) -> list[dict]:
-    """Every hyperparameter setting of `method`'s sweep, as {"loss": {...}, "bcr": {...}} overrides."""
-    spec = ALL_METHODS[method]
-    strength = "tau" if spec["loss"]["name"] == "ipo" else "beta"
-    settings = [{"loss": {strength: b}} for b in betas]
-    if "gamma" in spec["loss"]:
-        settings = [{"loss": {**s["loss"], "gamma": g}} for s in settings for g in gammas]
-    if any(r["name"] == "bcr" for r in spec.get("regularizers", [])):
-        settings = [{**s, "bcr": {"budget": d}} for s in settings for d in budgets]
-    return settings
+# ----------------------------------------------------------------------------- cells
 
 
-def label(setting: dict) -> str:
-    return " ".join(f"{k}={v:g}" for part in setting.values() for k, v in part.items())
+def testbed_config(args, seed: int):
+    from robustpo.testbed.build import TestbedConfig
+
+    base = TestbedConfig.quick if args["quick"] else TestbedConfig
+    return base(seed=seed, cache_dir=args["cache_dir"])
 
 
-def config_for(method, data, tb, run_dir, *, seed, quick, setting, lr):
-    cfg = demo.policy_config(method, data, tb.reference_path, run_dir, seed=seed, quick=quick,
-                             spec=ALL_METHODS[method])
-    cfg.loss.params.update(setting["loss"])
-    for reg in cfg.regularizers:
-        reg.params.update(setting.get(reg.name, {}))
-    cfg.train.learning_rate = lr
-    return cfg
+def cell_dir(args, n: int, rho: float, seed: int) -> Path:
+    return Path(args["work"]) / f"n{n}_rho{rho}_s{seed}"
 
 
-def evaluate_cached(tb, runs: dict, path: Path, *, prompts=None, rho=None) -> dict:
-    """tb.evaluate (or the gold evaluation on other prompts), saved to `path` and reused."""
-    # keyed by each run's resolved config, not just its folder: a retrained run is re-evaluated
-    key = {name: [str(d), hashlib.sha256((Path(d) / "config.yaml").read_bytes()).hexdigest()]
-           for name, d in runs.items()}
-    if path.exists():
-        saved = json.loads(path.read_text())
-        if saved["runs"] == key:
-            return saved["policies"]
-    if prompts is None:
-        result = tb.evaluate(runs, rho=rho, log=lambda m: None)
+def family_dir(args, n, rho, seed, family, variant, epochs=None, width=64) -> Path:
+    tag = "".join(c for c in f"{family}_{variant}" if c.isalnum() or c in "_.=-,") or family
+    budget = f"_e{epochs}_w{width}" if epochs else ""
+    return cell_dir(args, n, rho, seed) / "families" / (tag.strip("_") + budget)
+
+
+def _setup_worker():
+    import torch
+
+    torch.set_num_threads(1)      # the grid runs --jobs processes side by side on the cores
+    os.environ["TQDM_DISABLE"] = "1"
+
+
+def _imported() -> list[str]:
+    import sys
+
+    return [m.__file__ for m in list(sys.modules.values()) if getattr(m, "__file__", None)]
+
+
+def prepare(job: dict) -> dict:
+    """Train, score and measure the families one cell needs. Returns their validation metrics."""
+    from robustpo.data.io import read_records
+    from robustpo.rewards import load_family, score_dataset
+    from robustpo.testbed.build import build, language_model
+    from robustpo.testbed.probe import probe_accuracy
+
+    _setup_worker()
+    args, n, rho, seed = job["args"], job["n"], job["rho"], job["seed"]
+    config = testbed_config(args, seed)
+    tb = build(config, log=lambda m: None)
+    data = tb.dataset(rho, n)
+    validation = read_records(tb.validation_path)
+    train = read_records(data)
+    out = {"probe": probe_accuracy(train, validation)["accuracy"],
+           "probe_no_length": probe_accuracy(train, validation, drop_length=True)["accuracy"], "families": {}}
+    for family, variant, epochs, width in job["families"]:
+        folder = family_dir(args, n, rho, seed, family, variant, epochs, width)
+        backbone = None if width == 64 else language_model(replace(config, hidden_size=width), log=lambda m: None)
+        demo.reward_family(data, tb.reference_path, folder, seed=seed,
+                           recipe=plan.family_recipe(family, variant, epochs=epochs), backbone=backbone)
+        scored = folder.with_name(folder.name + ".scored.jsonl")
+        fam = load_family(folder)
+        score_dataset(fam, data, scored, normalize="standardize", overwrite=True, progress=False)
+        v = demo.family_validation(fam, folder, tb.validation_path)
+        out["families"][str(folder)] = {
+            "accuracy": v["mean_of_members"]["accuracy"], "confound_corr": v["mean_of_members"]["confound_corr"],
+            "best_member": max(m["accuracy"] for m in v["members"].values()), "members": fam.size,
+            "epochs": epochs, "width": width if epochs else None}
+    out["imported"] = _imported()
+    return out
+
+
+def train_eval(job: dict) -> dict:
+    """Train one policy (reused if finished) and evaluate it on the validation or test prompts."""
+    from robustpo.data.io import read_records
+    from robustpo.eval.evaluate import EvalSettings, evaluate_policies
+    from robustpo.testbed import task
+    from robustpo.testbed.build import build
+
+    _setup_worker()
+    args, n, rho, seed = job["args"], job["n"], job["rho"], job["seed"]
+    tb = build(testbed_config(args, seed), log=lambda m: None)
+    data = Path(job["scored"]) if job.get("scored") else tb.dataset(rho, n)
+    spec = plan.method_spec(job["method"], job["setting"])
+    spec["train"] = {"max_steps": demo.BUDGET["quick" if args["quick"] else "full"]["max_steps"] * n
+                     // tb.config.n_train_pairs, "learning_rate": job.get("lr", demo.LEARNING_RATE)}
+    cfg = demo.policy_config(job["method"], data, tb.reference_path, Path(job["run_dir"]), seed=seed,
+                             quick=args["quick"], spec=spec)
+    run = demo.train_policy(cfg)
+    from robustpo.rewards.family import weights_fingerprint
+
+    cache = Path(job["run_dir"]).with_name(Path(job["run_dir"]).name + f".{job['prompts']}.json")
+    key = hashlib.sha256((weights_fingerprint(run / "final") + job["prompts"]).encode()).hexdigest()
+    if cache.exists() and json.loads(cache.read_text())["key"] == key:
+        policy = json.loads(cache.read_text())["policy"]
     else:
-        from robustpo.eval.evaluate import EvalSettings, evaluate_policies
-        from robustpo.testbed import task
+        settings = EvalSettings(max_new_tokens=tb.config.max_new_tokens, seed=tb.config.seed)
+        if job["prompts"] == "validation":
+            prompts, pairs = [r["prompt"] for r in read_records(tb.validation_path)], None
+        else:
+            prompts, pairs = tb.test_prompts(), read_records(tb.dataset(rho, n))
+        result = evaluate_policies({"policy": run}, tb.reference_path, prompts, gold_fn=task.gold_rewards,
+                                   train_pairs=pairs, settings=settings, log=lambda m: None)
+        policy = {k: v for k, v in result["policies"]["policy"].items() if k != "train_pairs"}
+        cache.write_text(json.dumps({"key": key, "policy": policy}))
+    return {**{k: job[k] for k in ("n", "rho", "seed", "method")}, "hparams": plan.label(job["setting"]),
+            "lr": job.get("lr", demo.LEARNING_RATE), "win_rate": policy["win_rate"],
+            "ci_lo": policy["win_rate_ci"][0], "ci_hi": policy["win_rate_ci"][1],
+            "gold_reward": policy["gold_reward"], "length": policy["length"], "kl": policy["kl"],
+            "logratio_chosen": policy.get("logratio_chosen"), "imported": _imported()}
 
-        result = evaluate_policies(runs, tb.reference_path, prompts, gold_fn=task.gold_rewards, log=lambda m: None,
-                                   settings=EvalSettings(max_new_tokens=tb.config.max_new_tokens, seed=tb.config.seed))
-    policies = {n: {k: v for k, v in p.items() if k != "train_pairs"} for n, p in result["policies"].items()}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"runs": key, "policies": policies, "reference": result["reference"]}))
-    return policies
+
+# ----------------------------------------------------------------------------- phases
 
 
-def row(rho, seed, method, setting, lr, p) -> dict:
-    return {"rho": rho, "seed": seed, "method": method, "hparams": label(setting), "lr": lr, "win_rate": p["win_rate"],
-            "ci_lo": p["win_rate_ci"][0], "ci_hi": p["win_rate_ci"][1], "gold_reward": p["gold_reward"],
-            "length": p["length"], "kl": p["kl"], "logratio_chosen": p.get("logratio_chosen")}
+class Runner:
+    """Runs jobs in worker processes and remembers which source files they imported."""
+
+    def __init__(self, jobs: int):
+        import multiprocessing
+
+        self.pool = ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"))
+        self.imported: set[str] = set()
+
+    def map(self, fn, jobs: list[dict]) -> list[dict]:
+        results = list(self.pool.map(fn, jobs))
+        for r in results:
+            self.imported.update(r.pop("imported"))
+        return results
 
 
-def write_csv(rows: list[dict], path: Path, fields=FIELDS) -> None:
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--rhos", type=float, nargs="+")
+    ap.add_argument("--seeds", type=int, nargs="+")
+    ap.add_argument("--methods", nargs="+", choices=list(plan.METHODS))
+    ap.add_argument("--n2048-rhos", type=float, nargs="*", help="ρ values of the N = 2,048 cells (default 0.2 0.5)")
+    ap.add_argument("--budget-rhos", type=float, nargs="*", help="ρ values of the reward-model budget dimension")
+    ap.add_argument("--lrs", type=float, nargs="*", help="lr sweep; default 3e-4 1e-3 3e-3 1e-2 (quick: none)")
+    ap.add_argument("--lr-rho", type=float, default=0.5)
+    ap.add_argument("--jobs", type=int, default=2)
+    ap.add_argument("--out", default="benchmarks/results/robustness_grid")
+    ap.add_argument("--cache-dir")
+    a = ap.parse_args(argv)
+    snap = provenance.snapshot()
+    say = lambda m: print(f"[{time.perf_counter() - snap['started']:7.1f} s] {m}", flush=True)  # noqa: E731
+    q = a.quick
+    rhos = a.rhos or ([0.2] if q else [0.2, 0.35, 0.5, 0.65, 0.8])
+    seeds = a.seeds or ([0] if q else [0, 1, 2, 3, 4])
+    methods = a.methods or list(plan.METHODS)
+    n0 = 128 if q else 512
+    big = [] if q else (a.n2048_rhos if a.n2048_rhos is not None else [0.2, 0.5])
+    budget_rhos = [] if q else (a.budget_rhos if a.budget_rhos is not None else [0.2, 0.5])
+    lrs = a.lrs if a.lrs is not None else ([] if q else [3e-4, 1e-3, 3e-3, 1e-2])
+    out = Path(a.out)
+    args = {"quick": q, "cache_dir": a.cache_dir, "work": str(out / "runs")}
+    families = sorted({plan.METHODS[m]["family"] for m in methods if "family" in plan.METHODS[m]})
+    variants = [(f, v) for f in families for v in (list(plan.FAMILY_VARIANTS[f])[:1] if q else plan.FAMILY_VARIANTS[f])]
+    cells = [(n0, rho, s) for rho in rhos for s in seeds] + [(2048, rho, s) for rho in big for s in seeds]
+    runner = Runner(a.jobs)
+
+    def default_budget(e, w):
+        return e == plan.DEFAULT_EPOCHS and w == 64
+
+    budget_cells = [(e, w) for e in plan.BUDGET_EPOCHS for w in plan.BUDGET_WIDTHS if not default_budget(e, w)]
+
+    def prepare_jobs(cell_list, chosen) -> dict:
+        """prepare() for each cell: the family variants `chosen(rho)` names, and the budget dimension's."""
+        jobs = []
+        for n, rho, s in cell_list:
+            fams = [(f, v, None, 64) for f, v in chosen(rho)]
+            if n == n0 and rho in budget_rhos and "distill@debiased" in methods:
+                fams += [("debiased", next(iter(plan.FAMILY_VARIANTS["debiased"])), e, w) for e, w in budget_cells]
+            jobs.append({"args": args, "n": n, "rho": rho, "seed": s, "families": fams})
+        return dict(zip(cell_list, runner.map(prepare, jobs)))
+
+    # A. at the first seed every family variant (the sweep chooses among them), with the probe
+    first = [(n0, rho, seeds[0]) for rho in rhos]
+    prepared = prepare_jobs(first, lambda rho: variants)
+    say(f"families trained and measured in {len(first)} cells (first seed, every variant)")
+
+    def family_of(method, setting, n, rho, s, epochs=None, width=64):
+        spec = plan.METHODS[method]
+        if "family" not in spec:
+            return None
+        return family_dir(args, n, rho, s, spec["family"], setting["variant"], epochs, width)
+
+    def job(method, setting, n, rho, s, tag, prompts, lr=None, epochs=None, width=64):
+        fam = family_of(method, setting, n, rho, s, epochs, width)
+        j = {"args": args, "n": n, "rho": rho, "seed": s, "method": method, "setting": setting, "prompts": prompts,
+             "run_dir": str(cell_dir(args, n, rho, s) / tag / f"{method}{'_' + plan.label(setting) if tag == 'sweep' else ''}"
+                            .replace(" ", "_")),
+             "scored": str(fam.with_name(fam.name + ".scored.jsonl")) if fam else None}
+        return {**j, "lr": lr} if lr else j
+
+    # B. selection at the first seed, on the validation prompts
+    sweeps = {m: plan.sweep(m, q) for m in methods}
+    selection, best = [], {}
+    if any(len(s) > 1 for s in sweeps.values()):
+        jobs = [job(m, st, n0, rho, seeds[0], "sweep", "validation") for rho in rhos for m in methods for st in sweeps[m]]
+        scored = runner.map(train_eval, jobs)
+        for j, r in zip(jobs, scored):
+            selection.append({"rho": j["rho"], "method": j["method"], "hparams": r["hparams"],
+                              "val_win_rate": r["win_rate"], "setting": j["setting"]})
+        say(f"{len(jobs)} sweep runs scored on validation prompts")
+    for rho in rhos:
+        for m in methods:
+            rows = [s for s in selection if s["rho"] == rho and s["method"] == m]
+            best[(rho, m)] = max(rows, key=lambda s: s["val_win_rate"])["setting"] if rows else sweeps[m][0]
+            for s in rows:
+                s["chosen"] = s["setting"] is best[(rho, m)]
+
+    def sel(rho, m):
+        return best.get((rho, m)) or best[(min(rhos, key=lambda r: abs(r - rho)), m)]
+
+    def chosen_variants(rho):   # the variants the selection uses at this ρ
+        return sorted({(plan.METHODS[m]["family"], sel(rho, m)["variant"]) for m in methods if "family" in plan.METHODS[m]})
+
+    # A'. the other cells: only the chosen variants (and the budget dimension's families)
+    rest = [c for c in cells if c not in prepared]
+    prepared.update(prepare_jobs(rest, chosen_variants))
+    say(f"families trained and measured in {len(rest)} more cells")
+
+    # C. the grid: every cell, every method at its chosen setting, on the test prompts
+    def sel(rho, m):
+        return best.get((rho, m)) or best[(min(rhos, key=lambda r: abs(r - rho)), m)]
+    jobs = [job(m, sel(rho, m), n, rho, s, "grid", "test") for n, rho, s in cells for m in methods]
+    grid = runner.map(train_eval, jobs)
+    for j, r in zip(jobs, grid):
+        fam = family_of(j["method"], j["setting"], j["n"], j["rho"], j["seed"])
+        info = prepared[(j["n"], j["rho"], j["seed"])]
+        r.update(family=plan.METHODS[j["method"]].get("family", ""), probe=info["probe"],
+                 family_val_acc=info["families"][str(fam)]["accuracy"] if fam else None)
+    say(f"{len(jobs)} grid runs evaluated on the test prompts")
+
+    # D. the reward-model budget dimension: distill on the debiased model (β as selected, its default variant)
+    budget_jobs, budget_keys = [], []
+    if "distill@debiased" in methods:
+        default = next(iter(plan.FAMILY_VARIANTS["debiased"]))
+        for rho in budget_rhos:
+            for s in seeds:
+                for e, w in budget_cells:
+                    setting = {**sel(rho, "distill@debiased"), "variant": default}
+                    budget_jobs.append(job("distill@debiased", setting, n0, rho, s, f"budget_e{e}_w{w}", "test",
+                                           epochs=e, width=w))
+                    budget_keys.append((e, w))
+    budget = runner.map(train_eval, budget_jobs)
+    for j, r, (e, w) in zip(budget_jobs, budget, budget_keys):
+        fam = family_of(j["method"], j["setting"], n0, j["rho"], j["seed"], e, w)
+        r.update(epochs=e, width=w, family=plan.METHODS[j["method"]]["family"],
+                 family_val_acc=prepared[(n0, j["rho"], j["seed"])]["families"][str(fam)]["accuracy"])
+    if budget_jobs:
+        say(f"{len(budget_jobs)} reward-model budget runs")
+
+    # E. the learning-rate sweep (β = 0.1)
+    lr_jobs = [job(m, {"loss": {"beta": 0.1}}, n0, a.lr_rho, s, f"lr{lr}", "test", lr=lr)
+               for s in seeds for lr in lrs for m in LR_METHODS]
+    lr_rows = runner.map(train_eval, lr_jobs)
+
+    family_rows = [{"n": n, "rho": rho, "seed": s, "family": Path(k).name, **v, "probe": info["probe"],
+                    "probe_no_length": info["probe_no_length"]}
+                   for (n, rho, s), info in prepared.items() for k, v in info["families"].items()]
+    out.mkdir(parents=True, exist_ok=True)
+    write_csv(out / "grid.csv", grid)
+    write_csv(out / "families.csv", family_rows)
+    write_csv(out / "selection.csv", [{k: v for k, v in s.items() if k != "setting"} for s in selection])
+    write_csv(out / "budget.csv", budget)
+    write_csv(out / "lr_sweep.csv", lr_rows)
+    grid_report.write(out, grid, family_rows, budget, lr_rows, selection, seeds=seeds, n0=n0)
+    runner.pool.shutdown()
+    record = provenance.write(out, snap, imported=sorted(runner.imported))
+    say(f"wrote {out} in {record['seconds']:.0f} s")
+    return 0
+
+
+def write_csv(path: Path, rows: list[dict]) -> None:
+    if not rows:
+        path.unlink(missing_ok=True)
+        return
+    fields = list(dict.fromkeys(k for r in rows for k in r))
     with open(path, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=fields)
         w.writeheader()
         w.writerows(rows)
-
-
-def plot_vs(rows, key, ylabel, path, *, x="rho", group="method"):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for name in dict.fromkeys(r[group] for r in rows):
-        xs = sorted({r[x] for r in rows if r[group] == name})
-        cells = [[r for r in rows if r[group] == name and r[x] == v] for v in xs]
-        means = [np.mean([r[key] for r in cell]) for cell in cells]
-        # error bars: standard error over seeds; with one seed, the run's own 95% bootstrap CI (win rate only)
-        if all(len(cell) > 1 for cell in cells):
-            err = [np.std([r[key] for r in cell], ddof=1) / np.sqrt(len(cell)) for cell in cells]
-        elif key == "win_rate":
-            err = [[m - cell[0]["ci_lo"] for m, cell in zip(means, cells)],
-                   [cell[0]["ci_hi"] - m for m, cell in zip(means, cells)]]
-        else:
-            err = None
-        ax.errorbar(xs, means, yerr=err, marker="o", capsize=3, label=name)
-    if key == "win_rate":
-        ax.axhline(0.5, color="grey", ls="--", lw=1)
-    ax.set(xlabel=x if x != "rho" else "ρ (fraction of longer-preferred pairs)", ylabel=ylabel)
-    if x == "lr":
-        ax.set_xscale("log")
-    ax.legend(fontsize=8, ncol=2)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-def main(argv=None) -> int:
-    from robustpo.rewards import score_dataset
-    from robustpo.data.io import read_records
-    from robustpo.testbed.build import TestbedConfig, build
-
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--rhos", type=float, nargs="+", default=[0.2, 0.35, 0.5, 0.65, 0.8])
-    ap.add_argument("--seeds", type=int, nargs="+")
-    ap.add_argument("--methods", nargs="+", choices=list(ALL_METHODS), default=list(ALL_METHODS))
-    ap.add_argument("--betas", type=float, nargs="+", help="β (IPO: τ) sweep; default 0.03 0.1 0.3 1 (quick: 0.1)")
-    ap.add_argument("--gammas", type=float, nargs="+", help="γ sweep (e_dpo, p_dpo); default 0.03 0.1 0.3 (quick: 0.1)")
-    ap.add_argument("--budgets", type=float, nargs="+", help="bcr δ sweep; default 0 0.1 0.5 (quick: 0.1)")
-    ap.add_argument("--lrs", type=float, nargs="+", help="lr sweep; default 3e-4 1e-3 3e-3 1e-2 (quick: 1e-3 1e-2)")
-    ap.add_argument("--lr-rho", type=float, default=0.5)
-    ap.add_argument("--out", default="benchmarks/results/robustness_grid")
-    ap.add_argument("--cache-dir")
-    args = ap.parse_args(argv)
-    seeds = args.seeds or ([0] if args.quick else [0, 1, 2])
-    betas = args.betas or ([0.1] if args.quick else [0.03, 0.1, 0.3, 1.0])
-    gammas = args.gammas or ([0.1] if args.quick else [0.03, 0.1, 0.3])
-    budgets = args.budgets or ([0.1] if args.quick else [0.0, 0.1, 0.5])
-    lrs = args.lrs or ([1e-3, 1e-2] if args.quick else [3e-4, 1e-3, 3e-3, 1e-2])
-    sweeps = {m: sweep_settings(m, betas, gammas, budgets) for m in args.methods}
-    out = Path(args.out)
-    work = out / "runs"
-    started = time.perf_counter()
-    say = lambda m: print(f"[{time.perf_counter() - started:7.1f} s] {m}", flush=True)  # noqa: E731
-    base = TestbedConfig.quick if args.quick else TestbedConfig
-
-    def prepared(rho, seed):
-        tb = build(base(seed=seed, rhos=(rho,), cache_dir=args.cache_dir), log=say)
-        data = tb.dataset(rho)
-        scored = None
-        if any(ALL_METHODS[m].get("rewards") for m in args.methods):
-            family = demo.reward_family(data, tb.reference_path, work / f"rho{rho}_s{seed}" / "reward_family" / "family",
-                                        seed=seed, quick=args.quick)
-            scored = family.parent / "scored.jsonl"
-            score_dataset(family, data, scored, normalize="standardize", overwrite=True, progress=False)
-        return tb, data, scored
-
-    def train_all(tb, data, scored, rho, seed, tag, chosen):  # chosen: {method: (setting, lr)}
-        runs = {}
-        for m, (setting, lr) in chosen.items():
-            cfg = config_for(m, scored if ALL_METHODS[m].get("rewards") else data, tb,
-                             work / f"rho{rho}_s{seed}" / tag / m, seed=seed, quick=args.quick, setting=setting, lr=lr)
-            runs[m] = demo.train_policy(cfg)
-        return runs
-
-    grid, selection = [], []
-    for rho in args.rhos:
-        tb, data, scored = prepared(rho, seeds[0])
-        best = {m: settings[0] for m, settings in sweeps.items()}
-        if any(len(settings) > 1 for settings in sweeps.values()):   # chosen on validation prompts, first seed
-            val_prompts = [r["prompt"] for r in read_records(tb.validation_path)]
-            score = {}
-            for i in range(max(map(len, sweeps.values()))):
-                todo = {m: (settings[i], demo.LEARNING_RATE) for m, settings in sweeps.items() if i < len(settings)}
-                runs = train_all(tb, data, scored, rho, seeds[0], f"sweep{i}", todo)
-                res = evaluate_cached(tb, runs, work / f"rho{rho}_s{seeds[0]}" / f"sweep{i}.json", prompts=val_prompts)
-                score.update({(m, i): res[m]["win_rate"] for m in todo})
-            for m, settings in sweeps.items():
-                best[m] = settings[max(range(len(settings)), key=lambda i: score[(m, i)])]
-                selection += [{"rho": rho, "method": m, "hparams": label(s), "val_win_rate": score[(m, i)],
-                               "chosen": s is best[m]} for i, s in enumerate(settings)]
-            say(f"ρ={rho}: chosen on validation prompts: " + ", ".join(f"{m} {label(best[m])}" for m in best))
-        for seed in seeds:
-            tb, data, scored = prepared(rho, seed) if seed != seeds[0] else (tb, data, scored)
-            runs = train_all(tb, data, scored, rho, seed, "grid", {m: (best[m], demo.LEARNING_RATE) for m in best})
-            res = evaluate_cached(tb, runs, work / f"rho{rho}_s{seed}" / "grid.json", rho=rho)
-            grid += [row(rho, seed, m, best[m], demo.LEARNING_RATE, res[m]) for m in best]
-            say(f"ρ={rho} seed {seed}: " + ", ".join(f"{m} {res[m]['win_rate']:.3f}" for m in best))
-    out.mkdir(parents=True, exist_ok=True)
-    write_csv(grid, out / "grid.csv")
-    if selection:
-        write_csv(selection, out / "selection.csv", fields=list(selection[0]))
-    plot_vs(grid, "win_rate", "gold win rate vs reference", out / "win_rate_vs_rho.png")
-    plot_vs(grid, "logratio_chosen", "final Δ(w) on training pairs (nats)", out / "logratio_vs_rho.png")
-
-    lr_rows, dpo_setting = [], {"loss": {"beta": 0.1}}
-    for seed in seeds:
-        tb, data, scored = prepared(args.lr_rho, seed)
-        for lr in lrs:
-            runs = train_all(tb, data, scored, args.lr_rho, seed, f"lr{lr}",
-                             {m: (dpo_setting, lr) for m in ("dpo", "minor_dpo")})
-            res = evaluate_cached(tb, runs, work / f"rho{args.lr_rho}_s{seed}" / f"lr{lr}.json", rho=args.lr_rho)
-            lr_rows += [row(args.lr_rho, seed, m, dpo_setting, lr, res[m]) for m in runs]
-            say(f"lr {lr} seed {seed}: " + ", ".join(f"{m} win {res[m]['win_rate']:.3f} Δ(w) "
-                                                    f"{res[m]['logratio_chosen']:.2f}" for m in runs))
-    write_csv(lr_rows, out / "lr_sweep.csv")
-    plot_vs(lr_rows, "win_rate", "gold win rate vs reference", out / "lr_sweep.png", x="lr")
-    plot_vs(lr_rows, "logratio_chosen", "final Δ(w) (nats)", out / "lr_sweep_logratio.png", x="lr")
-    say(f"wrote {out}/grid.csv, lr_sweep.csv and figures")
-    return 0
 
 
 if __name__ == "__main__":
