@@ -126,26 +126,36 @@ def policy_config(method: str, data_path: Path, reference: Path, out_dir: Path, 
     })
 
 
+DATA_STAMP = "data_fingerprint.txt"   # the training file's fingerprint, beside a finished run
+
+
 def _finished(cfg) -> bool:
-    """A finished run of exactly this config (the run folder's config.yaml is written by train)."""
+    """A finished run of exactly this config on exactly this data (config.yaml is written by
+    train; the data stamp after it: a family retrained on the same path rescoring the data
+    must not leave a policy trained on the old scores)."""
     import yaml
 
     from robustpo.config import to_dict
+    from robustpo.data.io import file_fingerprint
 
     run_dir = Path(cfg.train.output_dir)
-    if not (run_dir / "final" / "config.json").exists() or not (run_dir / "config.yaml").exists():
+    if not all((run_dir / p).exists() for p in ("final/config.json", "config.yaml", DATA_STAMP)):
         return False
-    return yaml.safe_load((run_dir / "config.yaml").read_text()) == yaml.safe_load(yaml.safe_dump(to_dict(cfg)))
+    return (yaml.safe_load((run_dir / "config.yaml").read_text()) == yaml.safe_load(yaml.safe_dump(to_dict(cfg)))
+            and (run_dir / DATA_STAMP).read_text() == file_fingerprint(Path(cfg.data.train)))
 
 
 def train_policy(cfg) -> Path:
+    from robustpo.data.io import file_fingerprint
     from robustpo.train.preference import train_preference
 
+    run_dir = Path(cfg.train.output_dir)
     if _finished(cfg):
-        print(f"  {cfg.train.output_dir}: finished earlier with the same config, reused", flush=True)
-        return Path(cfg.train.output_dir)
+        print(f"  {run_dir}: finished earlier with the same config, reused", flush=True)
+        return run_dir
     train_preference(cfg, overwrite=True)
-    return Path(cfg.train.output_dir)
+    (run_dir / DATA_STAMP).write_text(file_fingerprint(Path(cfg.data.train)))
+    return run_dir
 
 
 def reward_family(data_path: Path, reference: Path, out_dir: Path, *, seed: int, recipe: dict | str = "bootstrap",
@@ -161,8 +171,10 @@ def reward_family(data_path: Path, reference: Path, out_dir: Path, *, seed: int,
                   "train": {"output_dir": str(out_dir), "seed": seed, "batch_size": 32, "warmup_ratio": 0.0,
                             "logging_steps": 4, "save_steps": 0}}, recipe)
     # A settings file beside the family: a family trained on other data is retrained, not resumed.
+    from robustpo.data.io import file_fingerprint
+
     stamp = out_dir.with_name(out_dir.name + ".settings.json")
-    key = json.dumps(cfg, sort_keys=True)
+    key = json.dumps({**cfg, "data_fingerprint": file_fingerprint(data_path)}, sort_keys=True)
     if stamp.exists() and stamp.read_text() == key and (out_dir / "family.json").exists():
         print(f"  {out_dir}: trained earlier on the same data, reused", flush=True)
         return out_dir

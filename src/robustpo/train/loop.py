@@ -30,6 +30,14 @@ from robustpo.config import TrainConfig
 from robustpo.data.io import AppendOnlyJsonl, write_json_atomic
 
 
+def quiet_progress() -> bool:
+    """TQDM_DISABLE=1 hides robustpo's progress bars too (they pass `disable` themselves, which
+    would otherwise override tqdm's own reading of the variable)."""
+    import os
+
+    return os.environ.get("TQDM_DISABLE", "").lower() not in ("", "0", "false")
+
+
 def make_accelerator(cfg: TrainConfig, run_dir: Path):
     """The Accelerator every trainer uses.
 
@@ -166,7 +174,8 @@ def run_loop(*, accelerator, model, optimizer, scheduler, dataset, collate_fn, s
             write_jsonl_atomic(run_dir / "metrics.jsonl", kept)
             metrics_log = AppendOnlyJsonl(run_dir / "metrics.jsonl")
 
-    bar = tqdm(total=total_steps, initial=state.step, desc="train", disable=not accelerator.is_local_main_process,
+    bar = tqdm(total=total_steps, initial=state.step, desc="train",
+               disable=not accelerator.is_local_main_process or quiet_progress(),
                dynamic_ncols=True)
     window: list[dict] = []
     t_last, pairs_since = time.perf_counter(), 0

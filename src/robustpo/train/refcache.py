@@ -111,13 +111,15 @@ def compute_reference_logps(logps_model, items: list[dict], collate_fn, *, batch
     """Reference log-probs for every item: index -> {chosen, rejected, samples}."""
     from tqdm.auto import tqdm
 
+    from robustpo.train.loop import quiet_progress
+
     rank, world = accelerator.process_index, accelerator.num_processes
     # Sort by length so batches carry little padding; each process takes a strided shard.
     order = sorted(range(len(items)), key=lambda i: len(items[i]["prompt_ids"]) + len(items[i]["chosen_ids"]))
     mine = order[rank::world]
     results = []
     for start in tqdm(range(0, len(mine), batch_size), desc="reference log-probs",
-                      disable=not accelerator.is_local_main_process, dynamic_ncols=True):
+                      disable=not accelerator.is_local_main_process or quiet_progress(), dynamic_ncols=True):
         batch = collate_fn([items[i] for i in mine[start:start + batch_size]])
         logps = frozen_logps(logps_model, batch, accelerator.device)
         B, M = len(batch["index"]), batch["num_reference_samples"]
