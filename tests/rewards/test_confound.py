@@ -314,3 +314,24 @@ def test_reweight_needs_pairs_on_both_sides_of_the_confound(tmp_path, which):
     with pytest.raises(DataError, match=f"reweight: {which} training pair"):
         train_reward_family(cfg)
     assert not (tmp_path / "family" / "members").exists()
+
+
+def test_confound_recipe_and_precondition_commands(tmp_path, capsys):
+    """The README's two commands: `reward train recipes/reward/confound.yaml` prints the held-out
+    precondition table (with corr(Δr,Δφ) and b̂), `reward eval` prints it on any pairs."""
+    from pathlib import Path
+
+    from robustpo.cli import main
+
+    repo = Path(__file__).resolve().parents[2]
+    out = tmp_path / "fam"
+    assert main(["reward", "train", str(repo / "recipes/reward/confound.yaml"), f"--train.output_dir={out}",
+                 "--train.epochs=1", f"--data.train={repo / 'recipes/reward/data/reviews.jsonl'}"]) == 0
+    printed = capsys.readouterr().out
+    m = manifest(out)
+    assert m["mode"] == "span" and [x["name"] for x in m["members"]] == ["w0", "w0.5", "w1"]
+    assert "corr(Δr,Δφ)" in printed and "φ = length" in printed
+    for member in m["members"]:
+        assert f"{member['heldout']['confound_corr']:.3f}" in printed
+    assert main(["reward", "eval", "--family", str(out), "--data", str(repo / "recipes/reward/data/reviews.jsonl")]) == 0
+    assert "b̂" in capsys.readouterr().out
