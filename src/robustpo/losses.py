@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from robustpo.errors import ConfigError
+from robustpo.params import Param  # noqa: F401  (the allowed values of a hyperparameter)
 
 Tensor = torch.Tensor
 
@@ -308,35 +309,6 @@ def bcr(pc, pr, rc, rr, *, chosen_lengths, weight: float = 1.0, budget: float = 
 
 INPUTS = {"chosen_rewards", "rejected_rewards", "chosen_lengths", "rejected_lengths", "kl_policy_logps",
           "kl_reference_logps"}
-
-
-@dataclass(frozen=True)
-class Param:
-    """The values a hyperparameter may take (its type and default come from the function).
-
-    A number lies in [low, high], each end excluded when `open_low` / `open_high` and absent
-    when None; a string is one of `choices`."""
-
-    low: float | None = None
-    high: float | None = None
-    open_low: bool = False
-    open_high: bool = False
-    choices: tuple[str, ...] = ()
-
-    def allows(self, v) -> bool:
-        if self.choices:
-            return v in self.choices
-        return ((self.low is None or (v > self.low if self.open_low else v >= self.low))
-                and (self.high is None or (v < self.high if self.open_high else v <= self.high)))
-
-    def __str__(self) -> str:
-        if self.choices:
-            return "one of " + "|".join(self.choices)
-        if self.low is None and self.high is None:
-            return "any finite number"
-        if self.high is None:
-            return f"{'>' if self.open_low else '>='} {self.low:g}"
-        return f"in {'(' if self.open_low else '['}{self.low:g}, {self.high:g}{')' if self.open_high else ']'}"
 
 
 POSITIVE, NON_NEGATIVE, ANY = Param(low=0, open_low=True), Param(low=0), Param()
