@@ -82,9 +82,10 @@ def open_run_dir(accelerator, run_dir: Path, cfg, *, resume: bool, overwrite: bo
 
 @dataclass
 class LoopState:
-    step: int = 0            # optimizer steps done
+    step: int = 0            # optimizer steps done (skipped non-finite batches included)
     epoch: int = 0
     consumed: int = 0        # micro-batches of `epoch` already consumed (per process)
+    nonfinite_skipped: int = 0   # steps whose batches had a non-finite loss or gradient: no update
 
 
 def epoch_order(n: int, seed: int, epoch: int, shuffle: bool, lengths: list[int] | None = None,
@@ -148,13 +149,67 @@ def _mean_metrics(accelerator, window: list[dict]) -> dict:
     return dict(zip(keys, reduced.tolist()))
 
 
+def _rows_text(rows: list[int], source: str | None) -> str:
+    """'rows 3, 8 and 41 of FILE' from 0-based data indices (file rows, as errors number them)."""
+    ordered = sorted({r + 1 for r in rows})
+    shown = ", ".join(map(str, ordered[:32])) + (f" and {len(ordered) - 32} more" if len(ordered) > 32 else "")
+    return f"row{'s' if len(ordered) > 1 else ''} {shown}" + (f" of {source}" if source else "")
+
+
+def _first_problem(step_fn, model, batch) -> tuple[object, dict, str | None, list[int]]:
+    """(loss, metrics, problem, rows): run the step function; `problem` describes a non-finite
+    input to the objective or a non-finite loss (None when all is finite), `rows` the batch's
+    data indices it concerns."""
+    from robustpo.errors import NonFiniteError
+
+    rows = batch["index"].tolist()
+    try:
+        loss, metrics = step_fn(model, batch)
+    except NonFiniteError as e:
+        return None, {}, e.what, [rows[p] for p in e.positions if p < len(rows)] or rows
+    value = loss.detach().item()
+    if not math.isfinite(value):
+        return loss, metrics, f"non-finite loss ({value})", rows
+    return loss, metrics, None, rows
+
+
+def _nonfinite_message(step: int, problem: str, rows: list[int], source: str | None, run_dir: Path,
+                       cfg: TrainConfig, saves: str) -> str:
+    ckpt = latest_checkpoint(run_dir)
+    last = (f"the last good checkpoint is {ckpt} (step {ckpt.name.split('-')[1]}): --resume continues from it"
+            if ckpt is not None else
+            f"no checkpoint was saved before it (train.save_steps={cfg.save_steps})")
+    limit = (f"the {cfg.skip_nonfinite} bad batch(es) train.skip_nonfinite allows were already skipped"
+             if cfg.skip_nonfinite else "train.skip_nonfinite: N skips up to N such batches")
+    return (f"step {step}: {problem} on the batch of {_rows_text(rows, source)}; training stopped and {saves} was "
+            f"not written; {last}; {limit}")
+
+
+def check_finite_weights(model, what: str) -> None:
+    """TrainingError unless every parameter of `model` is finite: nothing non-finite is saved."""
+    from robustpo.errors import TrainingError
+
+    for name, p in model.named_parameters():
+        if not bool(torch.isfinite(p.detach()).all()):
+            raise TrainingError(f"the trained weights hold non-finite values (first: {name}); {what} was not written")
+
+
 def run_loop(*, accelerator, model, optimizer, scheduler, dataset, collate_fn, step_fn: Callable,
              cfg: TrainConfig, run_dir: Path, total_steps: int, resume: bool,
-             on_log: Callable[[dict], None] | None = None, lengths: list[int] | None = None) -> LoopState:
+             on_log: Callable[[dict], None] | None = None, lengths: list[int] | None = None,
+             source: str | None = None, saves: str = "final/") -> LoopState:
     """Train `model` (already `accelerator.prepare`d with optimizer and scheduler) to `total_steps`.
 
-    `lengths` (tokens per item) enables length-grouped batches when `cfg.group_by_length`."""
+    `lengths` (tokens per item) enables length-grouped batches when `cfg.group_by_length`.
+
+    Every step checks the loss of each micro-batch (and the objective its inputs, LossSpec.call)
+    and the gradient norm: a non-finite value stops the run with TrainingError naming the step,
+    the batch's rows (of `source`) and the last good checkpoint, before any update is made from
+    it (the trainer then never writes `saves`, its model); with `cfg.skip_nonfinite` = N, up to N such steps are skipped instead (consumed, no
+    optimizer or scheduler step) and counted (`nonfinite_skipped` in the metrics and state)."""
     from tqdm.auto import tqdm
+
+    from robustpo.errors import TrainingError
 
     state = LoopState()
     ckpt = latest_checkpoint(run_dir) if resume else None
@@ -178,6 +233,10 @@ def run_loop(*, accelerator, model, optimizer, scheduler, dataset, collate_fn, s
                disable=not accelerator.is_local_main_process or quiet_progress(),
                dynamic_ncols=True)
     window: list[dict] = []
+    step_rows: list[int] = []          # data indices of this step's micro-batches (this process)
+    bad: tuple[str, list[int]] | None = None   # this step's first non-finite value: (what, its rows)
+    # A GradScaler (fp16 on a GPU) finds and skips overflowing gradients itself, and lowers its scale.
+    scaled = getattr(accelerator, "scaler", None) is not None
     t_last, pairs_since = time.perf_counter(), 0
     model.train()
     while state.step < total_steps:
@@ -192,29 +251,63 @@ def run_loop(*, accelerator, model, optimizer, scheduler, dataset, collate_fn, s
             loader = accelerator.skip_first_batches(loader, state.consumed)
         for batch in loader:
             with accelerator.accumulate(model):
-                loss, metrics = step_fn(model, batch)
-                accelerator.backward(loss)
-                window.append({"loss": loss.detach().item(), **metrics})
+                if bad is None:   # after a non-finite micro-batch the rest of its step is only consumed
+                    loss, metrics, problem, rows = _first_problem(step_fn, model, batch)
+                    step_rows.extend(batch["index"].tolist())
+                    if accelerator.num_processes > 1:   # every process takes the same branch
+                        flags = accelerator.reduce(torch.tensor([float(problem is not None)],
+                                                                device=accelerator.device), reduction="sum")
+                        if flags.item() and problem is None:
+                            problem, rows = "a non-finite value on another process", []
+                    if problem is not None:
+                        bad = (problem, rows)
+                    else:
+                        accelerator.backward(loss)
+                        window.append({"loss": loss.detach().item(), **metrics})
                 pairs_since += len(batch["index"])
                 if accelerator.sync_gradients:
                     grad_norm = None
-                    if cfg.max_grad_norm > 0:
-                        grad_norm = accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-                    optimizer.step()
-                    scheduler.step()
+                    if bad is None:
+                        # the norm is measured even when clipping is off (max_norm inf scales by exactly 1)
+                        grad_norm = accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm
+                                                                if cfg.max_grad_norm > 0 else float("inf"))
+                        if grad_norm is not None and not scaled and not math.isfinite(float(grad_norm)):
+                            bad = (f"non-finite gradient norm ({float(grad_norm)})", step_rows)
+                    if bad is None:
+                        optimizer.step()
+                        scheduler.step()
                     optimizer.zero_grad(set_to_none=True)
+                    if cfg.max_grad_norm <= 0:
+                        grad_norm = None   # logged only when clipping, as before
             state.consumed += 1
             if not accelerator.sync_gradients:
                 continue
+            if bad is not None:
+                problem, rows = bad
+                if accelerator.num_processes > 1:
+                    from accelerate.utils import gather_object
+
+                    rows = [r for part in gather_object([rows]) for r in part]
+                if state.nonfinite_skipped >= cfg.skip_nonfinite:
+                    bar.close()
+                    if metrics_log is not None:
+                        metrics_log.close()
+                    raise TrainingError(_nonfinite_message(state.step + 1, problem, rows, source, run_dir, cfg, saves))
+                state.nonfinite_skipped += 1
+                accelerator.print(f"step {state.step + 1}: {problem} on the batch of {_rows_text(rows, source)}: "
+                                  f"skipped, no update ({state.nonfinite_skipped} of train.skip_nonfinite="
+                                  f"{cfg.skip_nonfinite})")
             state.step += 1
             bar.update(1)
-            if state.step % cfg.logging_steps == 0 or state.step == total_steps:
+            if bad is None and (state.step % cfg.logging_steps == 0 or state.step == total_steps):
                 row = _mean_metrics(accelerator, window)
                 now = time.perf_counter()
                 row.update(step=state.step, epoch=state.epoch, lr=scheduler.get_last_lr()[0],
                            pairs_per_s=pairs_since * accelerator.num_processes / max(now - t_last, 1e-9))
                 if grad_norm is not None:
                     row["grad_norm"] = float(grad_norm)
+                if cfg.skip_nonfinite:
+                    row["nonfinite_skipped"] = state.nonfinite_skipped
                 t_last, pairs_since = now, 0
                 if metrics_log is not None:
                     metrics_log.append(row)
@@ -222,7 +315,7 @@ def run_loop(*, accelerator, model, optimizer, scheduler, dataset, collate_fn, s
                 bar.set_postfix(loss=f"{row['loss']:.4f}", refresh=False)
                 if on_log is not None:
                     on_log(row)
-            window = []
+            window, step_rows, bad = [], [], None
             if cfg.save_steps > 0 and state.step % cfg.save_steps == 0 and state.step < total_steps:
                 _save_checkpoint(accelerator, run_dir, state, cfg.save_total_limit)
             if state.step >= total_steps:

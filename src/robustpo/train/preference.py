@@ -101,6 +101,15 @@ class TrainResult:
     steps: int
 
 
+def check_trainable_precision(model) -> None:
+    """float16 trainable weights (e.g. `model.dtype: auto` on a float16 checkpoint) are refused
+    like `model.dtype: float16` at load: no update of them survives without loss scaling."""
+    from robustpo.config import PRECISION
+
+    if any(p.requires_grad and p.dtype == torch.float16 for p in model.parameters()):
+        raise ConfigError(f"{PRECISION.key} must {PRECISION.must} (the loaded weights to train are float16)")
+
+
 def train_preference(cfg: RunConfig, *, resume: bool = False, overwrite: bool = False) -> TrainResult:
     """Run a preference training job: the final model is saved under OUTPUT_DIR/final."""
     from accelerate.utils import set_seed
@@ -146,6 +155,7 @@ def train_preference(cfg: RunConfig, *, resume: bool = False, overwrite: bool = 
     accelerator.print(stats.summary())
 
     policy = load_causal_lm(base, cfg.model)
+    check_trainable_precision(policy)
     model = ResponseLogps(policy, tc.response_only_projection)
     shared = tc.prefix_sharing and supports_prefix_sharing(policy)
     if tc.prefix_sharing and not shared:
@@ -185,10 +195,11 @@ def train_preference(cfg: RunConfig, *, resume: bool = False, overwrite: bool = 
     step_fn = make_step_fn(spec, cfg.loss.params, regularizers, reference_fn)
     state = run_loop(accelerator=accelerator, model=model, optimizer=optimizer, scheduler=scheduler, dataset=items,
                      collate_fn=collate, step_fn=step_fn, cfg=tc, run_dir=run_dir, total_steps=total,
-                     resume=resume, on_log=on_log, lengths=[item_length(it) for it in items])
+                     resume=resume, on_log=on_log, lengths=[item_length(it) for it in items], source=cfg.data.train)
     final, lm = save_run(accelerator, model, tokenizer, run_dir, {
         "data": {**report.__dict__, "formats": dict(report.formats)}, "truncation": stats.as_dict(),
-        "steps": state.step, "loss": cfg.loss.name, "collapse_warning": collapse["warned"]})
+        "steps": state.step, "loss": cfg.loss.name, "collapse_warning": collapse["warned"],
+        "nonfinite_skipped": state.nonfinite_skipped})
     accelerator.end_training()  # last: it also tears down the process group
     return TrainResult(final, lm, state.step)
 
@@ -199,10 +210,12 @@ def save_run(accelerator, model, tokenizer, run_dir: Path, summary: dict):
     Returns (folder, the saved `transformers` model)."""
     from robustpo.data.io import atomic_dir, write_json_atomic
     from robustpo.models import save_final
+    from robustpo.train.loop import check_finite_weights
 
     accelerator.wait_for_everyone()
     final = run_dir / "final"
     lm = accelerator.unwrap_model(model).lm
+    check_finite_weights(lm, "final/")
     if accelerator.is_main_process:
         with atomic_dir(final) as tmp:
             lm = save_final(lm, tokenizer, tmp)

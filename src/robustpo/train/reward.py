@@ -91,7 +91,7 @@ def initial_scalars(module: RewardModule, items: list, collate, batch_size: int,
 
 
 def _load_rows(cfg: RewardRunConfig, source: str):
-    from robustpo.data.schema import load_preferences
+    from robustpo.data.schema import FLOAT32_MAX, load_preferences
 
     d = cfg.data
     rows, report = load_preferences(source, split=d.split, fmt=d.format, strict=d.strict, drop_empty=d.drop_empty,
@@ -99,9 +99,9 @@ def _load_rows(cfg: RewardRunConfig, source: str):
     if cfg.reward.use_margin:
         for r in rows:
             m = r.get("margin")
-            if isinstance(m, bool) or not isinstance(m, (int, float)) or not np.isfinite(m):
-                raise DataError(f"reward.use_margin needs a finite number here, got {m!r}", file=source,
-                                row=r["index"], field="margin")
+            if isinstance(m, bool) or not isinstance(m, (int, float)) or not abs(m) <= FLOAT32_MAX:
+                raise DataError(f"reward.use_margin needs a finite number here (float32: within ±3.4e38), got {m!r}",
+                                file=source, row=r["index"], field="margin")
     return rows, report
 
 
@@ -214,7 +214,8 @@ def train_member(accelerator, cfg: RewardRunConfig, plan: MemberPlan, base: str,
     from robustpo.models import save_final, transformers_model
     from robustpo.rewards.family import quiet_transformers
     from robustpo.rewards.pooling import CONFIG_KEY
-    from robustpo.train.loop import run_loop, total_optimizer_steps
+    from robustpo.train.loop import check_finite_weights, run_loop, total_optimizer_steps
+    from robustpo.train.preference import check_trainable_precision
 
     run_dir, out_dir = family_dir / "runs" / plan.name, family_dir / "members" / plan.name
     tc = dataclasses.replace(cfg.train, seed=plan.seed, output_dir=str(run_dir))
@@ -225,6 +226,7 @@ def train_member(accelerator, cfg: RewardRunConfig, plan: MemberPlan, base: str,
     confound = cfg.reward.confound
     r = cfg.reward
     model = load_reward_backbone(base, plan.num_labels, cfg.model, tokenizer.pad_token_id, plan.seed, r.head)
+    check_trainable_precision(model)
     module = RewardModule(model, r.head, r.pooling, plan.num_labels, plan.debias)
     collate = make_collate(tokenizer.pad_token_id)
     scale0, coef0 = initial_scalars(module, plan.items, collate, r.eval_batch_size, accelerator.device)
@@ -247,10 +249,13 @@ def train_member(accelerator, cfg: RewardRunConfig, plan: MemberPlan, base: str,
     state = run_loop(accelerator=accelerator, model=module, optimizer=optimizer, scheduler=scheduler,
                      dataset=plan.items, collate_fn=collate,
                      step_fn=make_step_fn(cfg.reward.center_coef, cfg.reward.use_margin, decorrelate),
-                     cfg=tc, run_dir=run_dir, total_steps=total, resume=resume, on_log=last.update)
+                     cfg=tc, run_dir=run_dir, total_steps=total, resume=resume, on_log=last.update,
+                     source=cfg.data.train, saves=f"members/{plan.name}")
     accelerator.wait_for_everyone()
     trained = accelerator.unwrap_model(module)
+    check_finite_weights(trained, f"members/{plan.name}")
     summary = {"steps": state.step, "seed": plan.seed, "heads": plan.num_labels,
+               "nonfinite_skipped": state.nonfinite_skipped,
                "loop_seconds": round(time.perf_counter() - started, 3),   # this process's share, if resumed
                "final_train_metrics": {k: last[k] for k in ("loss", "accuracy", "margin") if k in last}}
     summary["initial"] = {"scale": scale0, "confound_coef": coef0}
