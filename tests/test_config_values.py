@@ -79,3 +79,50 @@ def test_every_listed_scheduler_runs_and_no_other_does():
         return True
 
     assert {s.value for s in SchedulerType if runs(s.value)} == set(SCHEDULERS)
+
+
+@pytest.fixture
+def paths(tmp_path):
+    (tmp_path / "a-file").write_text("x")
+    (tmp_path / "empty-folder").mkdir()
+    return tmp_path
+
+
+@pytest.mark.parametrize("override,message", [
+    ("--model.name_or_path=/no/such/model", "model.name_or_path: /no/such/model is not a folder, and not a hub id "
+                                            "(name or namespace/name)"),
+    ("--model.name_or_path=./models/../x", "model.name_or_path: ./models/../x is not a folder, and not a hub id"),
+    ("--model.name_or_path=TMP/a-file", "model.name_or_path: TMP/a-file is a file; expected a model folder or a hub id"),
+    ("--model.name_or_path=TMP/empty-folder", "model.name_or_path: folder TMP/empty-folder holds no config.json or "
+                                              "adapter_config.json: not a saved model"),
+    ("--model.name_or_path=tiny:lama", "model.name_or_path: unknown tiny architecture 'lama' in 'tiny:lama' (choose "
+                                       "from llama, qwen2, gpt2, gpt_neox)"),
+    ("--model.name_or_path=tiny:llama?width=3", "model.name_or_path: unknown tiny model option 'width'"),
+    ("--model.reference=/no/such/ref", "model.reference: /no/such/ref is not a folder, and not a hub id"),
+    ("--train.output_dir=TMP/a-file/run", "train.output_dir: TMP/a-file/run cannot be created: TMP/a-file is a file"),
+    ("--train.output_dir=TMP/a-file", "train.output_dir: TMP/a-file is a file, not a folder"),
+    ("--train.output_dir=/proc/robustpo-test/run", "train.output_dir: /proc/robustpo-test/run cannot be written"),
+])
+def test_bad_paths_are_refused_before_any_work(paths, capsys, override, message):
+    override, message = override.replace("TMP", str(paths)), message.replace("TMP", str(paths))
+    before = sorted(p.name for p in paths.iterdir())
+    args = ["train", str(DPO), override]
+    if "output_dir" not in override:
+        args.append(f"--train.output_dir={paths / 'run'}")
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"robustpo train: error: {message}") and err.count("\n") == 1
+    assert sorted(p.name for p in paths.iterdir()) == before      # nothing created
+
+
+def test_a_hub_id_not_in_the_cache_is_refused_offline(tmp_path, capsys, monkeypatch):
+    import huggingface_hub.constants
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    run = tmp_path / "run"
+    assert main(["train", str(DPO), "--model.name_or_path=Qwen/Qwen2.5-0.5B", f"--train.output_dir={run}"]) == 2
+    assert capsys.readouterr().err == (
+        "robustpo train: error: model.name_or_path: Qwen/Qwen2.5-0.5B is not a local folder, and HF_HUB_OFFLINE=1 "
+        "while the hub model is not in the local Hugging Face cache: download it first, or name a local folder\n")
+    assert not run.exists()

@@ -100,6 +100,12 @@ def test_rows_some_with_rewards_and_some_without_are_refused(tmp_path, unrewarde
         assert f"row {i + 1}, field 'chosen_rewards': no chosen_rewards" in out.stdout
     assert f"{len(unrewarded_rows)} problem(s)" in out.stdout
 
+    run = tmp_path / "run"
+    out = robustpo("train", "recipes/tiny/distill.yaml", f"--data.train={path}", f"--train.output_dir={run}")
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert f"row {unrewarded_rows[0] + 1}, field 'chosen_rewards'" in out.stderr.strip().splitlines()[-1]
+    assert not run.exists()          # refused before anything was written
+
 
 def test_a_few_rewarded_rows_among_many_without_are_the_ones_named(tmp_path):
     rows = [{**r, **REWARDED} if i in (7, 20) else r for i, r in enumerate(ROWS)]

@@ -104,6 +104,18 @@ def test_skip_nonfinite_skips_and_counts_the_bad_batches(tmp_path, tiny_model_di
     assert not (tmp_path / "run3" / "final").exists()
 
 
+def test_a_run_stopped_at_its_first_step_leaves_nothing_that_blocks_a_rerun(tmp_path, tiny_model_dir, capsys):
+    """Today an error at the first step leaves metrics.jsonl, so the rerun needs --overwrite."""
+    recipe = distill_recipe(tmp_path, tiny_model_dir, rows_with_huge_rewards(tmp_path / "huge.jsonl", [5]),
+                            max_steps=2)
+    assert main(["train", str(recipe)]) == 2
+    assert "step 1: non-finite loss" in capsys.readouterr().err
+    good = distill_recipe(tmp_path, tiny_model_dir, TINY_PAIRS, max_steps=2)
+    assert main(["train", str(good)]) == 0            # no --overwrite needed: nothing of value was there
+    assert "removed what a run that stopped before its first step left" in capsys.readouterr().out
+    assert (tmp_path / "run" / "final" / "model.safetensors").exists()
+
+
 def inputs_for(spec, B=4):
     t = lambda: torch.randn(B)  # noqa: E731
     inputs = {"chosen_lengths": torch.full((B,), 5), "rejected_lengths": torch.full((B,), 7),

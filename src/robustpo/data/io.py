@@ -348,3 +348,24 @@ def file_fingerprint(path: str | os.PathLike) -> str:
             for chunk in iter(lambda: f.read(1 << 20), b""):
                 h.update(chunk)
     return h.hexdigest()[:16]
+
+
+def check_writable(path: str | os.PathLike, key: str) -> None:
+    """ConfigError (naming `key`) unless folder `path` exists and can be written, or can be
+    created: its nearest existing ancestor is a folder where a file can be made. Writes nothing
+    that stays (the probe is an unnamed temporary file)."""
+    from robustpo.errors import ConfigError
+
+    target = Path(path).absolute()
+    if target.exists() and not target.is_dir():
+        raise ConfigError(f"{key}: {path} is a file, not a folder")
+    probe = target
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir():
+        raise ConfigError(f"{key}: {path} cannot be created: {probe} is a file")
+    try:
+        with tempfile.TemporaryFile(dir=probe):
+            pass
+    except OSError as e:
+        raise ConfigError(f"{key}: {path} cannot be written ({e.strerror or e} in {probe})") from None

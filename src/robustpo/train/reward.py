@@ -348,15 +348,36 @@ def _manifest_members(cfg, plans, summaries, family_dir) -> list[dict]:
     return members
 
 
-def train_reward_family(cfg: RewardRunConfig, *, resume: bool = False, overwrite: bool = False) -> Path:
-    """Train the reward model(s) of `cfg`, write the family folder (train.output_dir), return it."""
-    from robustpo.data.tokenize import tokenize_pairs
-    from robustpo.models import load_tokenizer, materialize_base
-    from robustpo.rewards.family import write_manifest
-    from robustpo.train.loop import make_accelerator, open_run_dir
+# Everything a reward run writes in OUTPUT_DIR (robustpo.train.loop.RunLayout).
+REWARD_RUN_FILES = ("family.json", "members", "runs", "base_model", "config.yaml", "config_changes.jsonl",
+                    "inputs.json")
 
+
+def _reward_progress(family_dir: Path) -> bool:
+    from robustpo.train.loop import has_steps
+
+    runs = [d for d in (family_dir / "runs").glob("*") if d.is_dir()]
+    return ((family_dir / "family.json").exists() or any((family_dir / "members").glob("*"))
+            or any((d / "summary.json").exists() or has_steps(d) for d in runs))
+
+
+def reward_layout():
+    from robustpo.train.loop import RunLayout
+
+    return RunLayout(owned=REWARD_RUN_FILES, progress=_reward_progress, what="a reward run")
+
+
+def train_reward_family(cfg: RewardRunConfig, *, resume: bool = False, overwrite: bool = False,
+                        allow_changes: bool = False) -> Path:
+    """Train the reward model(s) of `cfg`, write the family folder (train.output_dir), return it.
+
+    As for preference training, config values, paths and data are all checked before
+    OUTPUT_DIR is touched, and OUTPUT_DIR is locked for the whole run (train.loop.run_folder)."""
+    from robustpo.train.loop import make_accelerator, preflight, run_folder
+
+    preflight(cfg)
     check_config(cfg)
-    tc, fam, confound = cfg.train, cfg.reward.family, cfg.reward.confound
+    tc = cfg.train
     family_dir = Path(tc.output_dir)
     rows, report = _load_rows(cfg, cfg.data.train)
     if cfg.reward.heldout:
@@ -365,8 +386,18 @@ def train_reward_family(cfg: RewardRunConfig, *, resume: bool = False, overwrite
         train_rows, held_rows = split_heldout(rows, cfg.reward.heldout_fraction, tc.seed)
 
     accelerator = make_accelerator(tc, family_dir)
-    open_run_dir(accelerator, family_dir, cfg, resume=resume, overwrite=overwrite, what="a reward run",
-                 evidence=("family.json", "runs", "members"), cleared=("base_model", "config.yaml"))
+    with run_folder(accelerator, family_dir, cfg, reward_layout(), resume=resume, overwrite=overwrite,
+                    allow_changes=allow_changes):
+        return _train_family(cfg, accelerator, family_dir, report, train_rows, held_rows, resume)
+
+
+def _train_family(cfg: RewardRunConfig, accelerator, family_dir: Path, report, train_rows, held_rows,
+                  resume: bool) -> Path:
+    from robustpo.data.tokenize import tokenize_pairs
+    from robustpo.models import load_tokenizer, materialize_base
+    from robustpo.rewards.family import write_manifest
+
+    tc, fam, confound = cfg.train, cfg.reward.family, cfg.reward.confound
     accelerator.print(f"{report.summary()}; {len(train_rows)} for training, {len(held_rows)} held out")
 
     texts = lambda: (str(t) for r in train_rows for t in (r["prompt"], r["chosen"], r["rejected"]))  # noqa: E731
