@@ -73,6 +73,8 @@ def test_overwrite_removes_everything_the_run_owns(tmp_path, capsys):
     assert json.loads((run / "final" / "config.json").read_text())["model_type"] == "llama"
     (run / "notes.txt").write_text("mine, not the run's")
     (run / ".final.abc.tmp").mkdir()                       # a temp folder left by a killed save
+    (run / "robustpo").mkdir()                             # tensorboard logs (train.log_with)
+    (run / "robustpo" / "events.out.tfevents.1.host").write_text("")
     gpt2 = recipe(tmp_path, "tiny:gpt2?hidden_size=32&num_layers=1", "gpt2.yaml", max_steps=2)
     assert main(["train", str(gpt2), "--overwrite"]) == 0
     assert json.loads((run / "base_model" / "config.json").read_text())["model_type"] == "gpt2"
@@ -81,7 +83,18 @@ def test_overwrite_removes_everything_the_run_owns(tmp_path, capsys):
     assert json.loads((run / "train_summary.json").read_text())["steps"] == 2
     assert [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()] == [1, 2]
     assert not (run / "checkpoints").exists()     # the llama run's step-2; the gpt2 run of 2 steps saves none
-    assert (run / "notes.txt").exists() and not (run / ".final.abc.tmp").exists()
+    assert (run / "notes.txt").exists() and not (run / ".final.abc.tmp").exists() and not (run / "robustpo").exists()
+
+
+def test_overwrite_keeps_a_robustpo_folder_that_is_not_tracker_logs(tmp_path):
+    from robustpo.train.loop import tracker_logs
+
+    (tmp_path / "robustpo" / "src").mkdir(parents=True)
+    (tmp_path / "robustpo" / "src" / "code.py").write_text("")
+    assert tracker_logs(tmp_path) == []
+    (tmp_path / "robustpo" / "src" / "code.py").unlink()
+    (tmp_path / "robustpo" / "src" / "events.out.tfevents.2.host").write_text("")
+    assert tracker_logs(tmp_path) == [tmp_path / "robustpo"]
 
 
 def test_resume_refuses_a_changed_run_unless_allowed(tmp_path, tiny_model_dir, capsys):

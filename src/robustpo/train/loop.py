@@ -97,6 +97,16 @@ class RunLayout:
     owned: tuple[str, ...]
     progress: Callable[[Path], bool]
     what: str = "a run"
+    also_owned: Callable[[Path], list[Path]] = lambda run_dir: []   # owned paths found by looking
+
+
+def tracker_logs(run_dir: Path) -> list[Path]:
+    """accelerate's TensorBoard logs (OUTPUT_DIR/robustpo/), when that folder holds event files only."""
+    folder = run_dir / "robustpo"
+    if not folder.is_dir() or folder.is_symlink():
+        return []
+    files = [p for p in folder.rglob("*") if not p.is_dir()]
+    return [folder] if all(p.name.startswith("events.out.tfevents.") for p in files) else []
 
 
 def has_steps(run_dir: Path) -> bool:
@@ -111,17 +121,19 @@ def has_steps(run_dir: Path) -> bool:
         return False
 
 
-def _remove(run_dir: Path, names) -> list[str]:
+def _remove(run_dir: Path, layout: RunLayout) -> list[str]:
+    """Remove what `layout` owns in `run_dir` (names, the temp files of their atomic writes, and
+    `also_owned`); return the names removed."""
+    paths = [p for name in layout.owned for p in [run_dir / name, *run_dir.glob(f".{name}.*.tmp")]]
     removed = []
-    for name in names:
-        for path in [run_dir / name, *run_dir.glob(f".{name}.*.tmp")]:
-            if path.is_dir() and not path.is_symlink():
-                shutil.rmtree(path)
-            elif path.exists() or path.is_symlink():
-                path.unlink()
-            else:
-                continue
-            removed.append(path.name)
+    for path in paths + layout.also_owned(run_dir):
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        elif path.exists() or path.is_symlink():
+            path.unlink()
+        else:
+            continue
+        removed.append(path.name)
     return removed
 
 
@@ -237,7 +249,7 @@ def run_folder(accelerator, run_dir: Path, cfg, layout: RunLayout, *, resume: bo
             else:
                 # --overwrite, or leftovers without progress: start clean (a --resume of a run
                 # whose config.yaml is missing keeps everything)
-                removed = _remove(run_dir, layout.owned) if (overwrite and not resume) or not progress else []
+                removed = _remove(run_dir, layout) if (overwrite and not resume) or not progress else []
                 if removed and not overwrite:
                     accelerator.print(f"{run_dir}: removed what a run that stopped before its first step left: "
                                       f"{', '.join(sorted(removed))}")
@@ -314,6 +326,9 @@ def _mean_metrics(accelerator, window: list[dict]) -> dict:
                           for k in keys], device=accelerator.device, dtype=torch.float64)
     reduced = accelerator.reduce(local, reduction="mean") if accelerator.num_processes > 1 else local
     return dict(zip(keys, reduced.tolist()))
+
+
+ELSEWHERE = "a non-finite value on another process"
 
 
 def _rows_text(rows: list[int], source: str | None) -> str:
@@ -425,7 +440,7 @@ def run_loop(*, accelerator, model, optimizer, scheduler, dataset, collate_fn, s
                         flags = accelerator.reduce(torch.tensor([float(problem is not None)],
                                                                 device=accelerator.device), reduction="sum")
                         if flags.item() and problem is None:
-                            problem, rows = "a non-finite value on another process", []
+                            problem, rows = ELSEWHERE, []
                     if problem is not None:
                         bad = (problem, rows)
                     else:
@@ -451,10 +466,11 @@ def run_loop(*, accelerator, model, optimizer, scheduler, dataset, collate_fn, s
                 continue
             if bad is not None:
                 problem, rows = bad
-                if accelerator.num_processes > 1:
+                if accelerator.num_processes > 1:   # every process's own finding: name the real one(s)
                     from accelerate.utils import gather_object
 
-                    rows = [r for part in gather_object([rows]) for r in part]
+                    found = [(p, r) for p, r in gather_object([bad]) if p != ELSEWHERE] or [bad]
+                    problem, rows = found[0][0], [r for _, part in found for r in part]
                 if state.nonfinite_skipped >= cfg.skip_nonfinite:
                     bar.close()
                     if metrics_log is not None:

@@ -103,14 +103,13 @@ class TrainResult:
 
 # Everything a preference run writes in OUTPUT_DIR (robustpo.train.loop.RunLayout).
 PREFERENCE_RUN_FILES = ("final", "checkpoints", "metrics.jsonl", "train_summary.json", "config.yaml",
-                        "config_changes.jsonl", "inputs.json", "base_model", "reference_cache",
-                        "robustpo")   # the last: accelerate trackers' logs (tensorboard) under project_dir
+                        "config_changes.jsonl", "inputs.json", "base_model", "reference_cache")
 
 
 def preference_layout():
-    from robustpo.train.loop import RunLayout, has_steps
+    from robustpo.train.loop import RunLayout, has_steps, tracker_logs
 
-    return RunLayout(owned=PREFERENCE_RUN_FILES, what="a run",
+    return RunLayout(owned=PREFERENCE_RUN_FILES, what="a run", also_owned=tracker_logs,
                      progress=lambda d: (d / "final").exists() or (d / "train_summary.json").exists() or has_steps(d))
 
 
