@@ -141,3 +141,14 @@ def test_resume_refuses_a_changed_run_unless_allowed(tmp_path, tiny_model_dir, c
     assert len((run / "config_changes.jsonl").read_text().splitlines()) == 3
     assert main(["train", str(path), "--resume"]) == 2                  # back to 0.1 is a change again
     assert "loss.beta (0.2 -> 0.1)" in capsys.readouterr().err
+
+
+def test_a_folder_holding_the_other_kind_of_run_is_never_cleared(tmp_path, tiny_model_dir, capsys):
+    family = tmp_path / "run"
+    (family / "base_model").mkdir(parents=True)
+    (family / "family.json").write_text("{}")
+    path = recipe(tmp_path, tiny_model_dir)
+    assert main(["train", str(path), "--overwrite"]) == 2
+    assert capsys.readouterr().err.endswith(f"{family} holds a reward run (robustpo reward train), not a run: set "
+                                            "train.output_dir to another folder\n")
+    assert (family / "base_model").is_dir() and (family / "family.json").exists()

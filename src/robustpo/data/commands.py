@@ -40,7 +40,10 @@ def collect_problems(raw, source: str, fmt: str, limit: int, problems: list | No
 
 def run(args) -> int:
     from robustpo.data.io import read_records
+    from robustpo.errors import ConfigError
 
+    if args.max_problems < 1:
+        raise ConfigError(f"--max-problems must be >= 1, got {args.max_problems}")
     read_problems: list = []
     raw = read_records(args.data, split=args.split, problems=read_problems)
     rows, problems, report = collect_problems(raw, args.data, args.format, args.max_problems, read_problems)

@@ -200,7 +200,11 @@ def read_records(source: str | os.PathLike, *, split: str | None = None, problem
         if not any((path / n).exists() for n in ("dataset_info.json", "state.json", "dataset_dict.json")):
             raise DataError("folder is not a saved `datasets` dataset (no dataset_info.json / dataset_dict.json)",
                             file=str(path))
-        return Records(_rows_from_dataset(datasets.load_from_disk(str(path)), str(path), split))
+        try:
+            ds = datasets.load_from_disk(str(path))
+        except Exception as e:  # noqa: BLE001  (a folder with missing or broken arrow files)
+            raise DataError(f"cannot load the saved dataset ({type(e).__name__}: {e})", file=str(path)) from None
+        return Records(_rows_from_dataset(ds, str(path), split))
     if path.exists():
         name = path.name.lower()
         if name.endswith((".jsonl", ".jsonl.gz", ".ndjson")):

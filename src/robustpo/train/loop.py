@@ -98,6 +98,7 @@ class RunLayout:
     progress: Callable[[Path], bool]
     what: str = "a run"
     also_owned: Callable[[Path], list[Path]] = lambda run_dir: []   # owned paths found by looking
+    other: Callable[[Path], str | None] = lambda run_dir: None      # the other kind of run it holds, if any
 
 
 def tracker_logs(run_dir: Path) -> list[Path]:
@@ -225,6 +226,9 @@ def run_folder(accelerator, run_dir: Path, cfg, layout: RunLayout, *, resume: bo
     with contextlib.ExitStack() as stack:
         if accelerator.is_main_process:
             stack.enter_context(exclusive_output(run_dir, what="run folder", folder=True))
+            other = layout.other(run_dir)
+            if other is not None:   # never cleared or overwritten by this kind of run
+                raise ConfigError(f"{run_dir} holds {other}, not {layout.what}: set train.output_dir to another folder")
             progress = layout.progress(run_dir)
             if progress and not resume and not overwrite:
                 raise ConfigError(f"{run_dir} already holds {layout.what}: pass --resume to continue it, --overwrite "

@@ -110,7 +110,9 @@ def preference_layout():
     from robustpo.train.loop import RunLayout, has_steps, tracker_logs
 
     return RunLayout(owned=PREFERENCE_RUN_FILES, what="a run", also_owned=tracker_logs,
-                     progress=lambda d: (d / "final").exists() or (d / "train_summary.json").exists() or has_steps(d))
+                     progress=lambda d: (d / "final").exists() or (d / "train_summary.json").exists() or has_steps(d),
+                     other=lambda d: "a reward run (robustpo reward train)" if (d / "family.json").exists()
+                     or (d / "members").is_dir() else None)
 
 
 def check_trainable_precision(model) -> None:

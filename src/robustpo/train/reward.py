@@ -364,7 +364,9 @@ def _reward_progress(family_dir: Path) -> bool:
 def reward_layout():
     from robustpo.train.loop import RunLayout
 
-    return RunLayout(owned=REWARD_RUN_FILES, progress=_reward_progress, what="a reward run")
+    return RunLayout(owned=REWARD_RUN_FILES, progress=_reward_progress, what="a reward run",
+                     other=lambda d: "a preference run (robustpo train)" if (d / "final").exists()
+                     or (d / "train_summary.json").exists() or (d / "checkpoints").is_dir() else None)
 
 
 def train_reward_family(cfg: RewardRunConfig, *, resume: bool = False, overwrite: bool = False,
