@@ -171,3 +171,40 @@ def test_a_nonfinite_gradient_norm_stops_the_loop(tmp_path):
         assert str(e.value).startswith("step 1: non-finite gradient norm (inf) on the batch of rows 1, 2, 3, 4 of "
                                        "pairs.jsonl; training stopped and final/ was not written")
         assert all(torch.equal(v, start[k]) for k, v in model.state_dict().items())   # no update was made
+
+
+def test_with_loss_scaling_overflow_is_left_to_the_scaler_and_a_nan_loss_is_skipped(tmp_path):
+    """fp16 on a GPU: accelerate's GradScaler skips a step whose scaled gradients overflow and
+    lowers its scale; that is no reason to stop. A NaN loss is skipped before the scaler sees
+    it (no backward, no unscale), and training goes on with the scaler intact. Simulated on CPU
+    with accelerate's own fp16 path and a CPU GradScaler."""
+    from accelerate import Accelerator
+
+    from robustpo.config import TrainConfig
+    from robustpo.train.loop import run_loop
+
+    accelerator = Accelerator(cpu=True, mixed_precision="fp16")
+    accelerator.native_amp, accelerator.scaler = True, torch.amp.GradScaler("cpu", init_scale=2.0 ** 16)
+    model = torch.nn.Linear(1, 1, bias=False)
+    torch.nn.init.constant_(model.weight, 1.0)
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+
+    def step(m, batch):
+        y = m(torch.ones(1, 1)).float().sum()
+        i = batch["index"][0].item()
+        return y * {0: 1e35, 4: float("nan")}.get(i, 1.0), {}   # row 1: overflows once scaled; row 5: NaN
+
+    collate = lambda items: {"index": torch.tensor([it["index"] for it in items])}  # noqa: E731
+    state = run_loop(accelerator=accelerator, model=model, optimizer=optimizer, scheduler=scheduler,
+                     dataset=[{"index": i} for i in range(8)], collate_fn=collate, step_fn=step,
+                     cfg=TrainConfig(batch_size=1, max_steps=8, shuffle=False, skip_nonfinite=1),
+                     run_dir=tmp_path, total_steps=8, resume=False)
+    assert state.step == 8 and state.nonfinite_skipped == 1
+    assert accelerator.scaler.get_scale() == 2.0 ** 15            # halved once, by the overflow at step 1
+    # updates: none at step 1 (the scaler's skip) and step 5 (ours); 6 of lr·1 each
+    assert model.weight.item() == pytest.approx(1.0 - 6e-3, abs=1e-5)
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2, 3, 4, 6, 7, 8]
+    assert rows[1]["grad_norm"] == pytest.approx(1.0)              # unscaled before it is measured
