@@ -58,8 +58,7 @@ def test_a_second_train_on_the_same_folder_is_refused_naming_the_first_pid(tmp_p
         first.wait()
     # The killed run's lock file (its pid, now dead) is taken over.
     assert (run / ".lock").read_text().split()[0] == str(first.pid)
-    again = cli("train", recipe(tmp_path, tiny_model_dir, "third.yaml", max_steps=1), "--overwrite")
-    assert again.returncode == 0, again.stderr
+    assert main(["train", str(recipe(tmp_path, tiny_model_dir, "third.yaml", max_steps=1)), "--overwrite"]) == 0
     assert (run / "final" / "model.safetensors").exists() and not (run / ".lock").exists()
     assert len((run / "metrics.jsonl").read_text().splitlines()) == 1
 
