@@ -6,6 +6,12 @@ hyperparameters. They are resolved when the recipe loads (`LossSpec.resolve`): n
 against the function's signature, values coerced to its defaults' types and checked against
 the ranges the registry declares, defaults filled in, so that a bad value fails before any
 model or data work and `config.yaml` records every value the run used.
+
+Every other value is checked the same way, declared once per section: `ALLOWED` (field ->
+`Param`, a range or choices) and `RULES` (relations between fields, `Rule`), checked by
+`check_values` when a config is built from a recipe (and again by the trainers, for configs
+built in Python). A bad value stops with one line naming the key:
+`train.batch_size must be >= 1, got 0`.
 """
 
 from __future__ import annotations
@@ -16,11 +22,22 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import yaml
 
 from robustpo.errors import ConfigError
+from robustpo.params import Param, Rule
+
+AT_LEAST_1, NON_NEGATIVE, POSITIVE = Param(low=1), Param(low=0), Param(low=0, open_low=True)
+DTYPES = ("float32", "bfloat16", "float16", "auto")
+MIXED_PRECISION = ("no", "bf16", "fp16")
+# transformers' schedulers that need no arguments beyond warmup and total steps, and whose
+# step() takes none (reduce_lr_on_plateau, cosine_with_min_lr, warmup_stable_decay, greedy do)
+SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup",
+              "inverse_sqrt")
+TRACKERS = ("all", "aim", "tensorboard", "wandb", "trackio", "comet_ml", "mlflow", "clearml", "dvclive", "swanlab")
+FORMATS = ("auto", "explicit", "implicit", "conversational")
 
 
 @dataclass
@@ -29,6 +46,8 @@ class LoraConfig:
     alpha: int = 16
     dropout: float = 0.0
     target_modules: Any = "all-linear"
+
+    ALLOWED: ClassVar[dict] = {"r": AT_LEAST_1, "alpha": POSITIVE, "dropout": Param(0, 1, open_high=True)}
 
 
 @dataclass
@@ -43,6 +62,8 @@ class ModelConfig:
     tiny_vocab_size: int = 512           # tiny:ARCH only: tokenizer size
     gradient_checkpointing: bool = False
 
+    ALLOWED: ClassVar[dict] = {"dtype": Param(choices=DTYPES), "tiny_vocab_size": AT_LEAST_1}
+
 
 @dataclass
 class DataConfig:
@@ -54,6 +75,11 @@ class DataConfig:
     strict: bool = False                 # identical chosen/rejected is an error instead of a dropped row
     drop_empty: bool = False             # drop (and count) rows with an empty response instead of failing
     max_rows: int | None = None
+
+    ALLOWED: ClassVar[dict] = {"format": Param(choices=FORMATS), "max_length": Param(low=2),
+                               "max_prompt_length": AT_LEAST_1, "max_rows": AT_LEAST_1}
+    RULES: ClassVar[tuple] = (Rule("max_prompt_length", lambda d: d.max_prompt_length < d.max_length,
+                                   "be < data.max_length ({max_length}), so that a response keeps a token"),)
 
 
 @dataclass
@@ -95,6 +121,29 @@ class TrainConfig:
     prefix_sharing: bool = True          # prompt computed once per pair (4-D block mask); falls back when unsupported
     group_by_length: bool = True         # batches of similar length (shuffled megabatches): less padding
     shuffle: bool = True
+    skip_nonfinite: int = 0              # batches with a non-finite loss or gradient to skip (no optimizer step) before stopping
+
+    ALLOWED: ClassVar[dict] = {
+        "seed": NON_NEGATIVE, "epochs": NON_NEGATIVE, "batch_size": AT_LEAST_1, "grad_accum": AT_LEAST_1,
+        "learning_rate": POSITIVE, "weight_decay": NON_NEGATIVE, "adam_betas": Param(0, 1, open_high=True, items=2),
+        "scheduler": Param(choices=SCHEDULERS), "warmup_ratio": Param(0, 1), "max_grad_norm": NON_NEGATIVE,
+        "mixed_precision": Param(choices=MIXED_PRECISION), "logging_steps": AT_LEAST_1, "save_steps": NON_NEGATIVE,
+        "save_total_limit": NON_NEGATIVE, "log_with": Param(choices=TRACKERS, items=0),
+        "collapse_warning_nats": NON_NEGATIVE, "skip_nonfinite": NON_NEGATIVE,
+    }
+    RULES: ClassVar[tuple] = (Rule("epochs", lambda t: t.epochs >= 1 or t.max_steps > 0,
+                                   "be >= 1 unless train.max_steps > 0 (a run of no steps trains nothing)"),)
+
+
+def _trainable_precision(cfg) -> bool:
+    """float16 weights are trained only as a frozen LoRA base under loss scaling."""
+    return cfg.model.dtype != "float16" or (cfg.model.lora is not None and cfg.train.mixed_precision == "fp16")
+
+
+PRECISION = Rule("model.dtype", _trainable_precision,
+                 "not be float16 here: float16 weights trained without loss scaling turn into NaN within a few "
+                 "steps; use model.dtype: float32 with train.mixed_precision: fp16 (loss-scaled), or bfloat16 "
+                 "(model.dtype: bfloat16, or train.mixed_precision: bf16)")
 
 
 @dataclass
@@ -104,6 +153,8 @@ class RunConfig:
     loss: LossConfig = field(default_factory=LossConfig)
     regularizers: list = field(default_factory=list)   # [LossConfig]
     train: TrainConfig = field(default_factory=TrainConfig)
+
+    RULES: ClassVar[tuple] = (PRECISION,)
 
 
 # ------------------------------------------------------------------------------ parsing
@@ -124,10 +175,14 @@ def _coerce(value, tp, where: str):
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
             raise ConfigError(f"{where}: expected a mapping, got {value!r}")
-        return from_dict(tp, value, where)
+        return _from_dict(tp, value, where)
+    if tp is list and isinstance(value, str):
+        return [value]                    # `log_with: tensorboard` means [tensorboard]
     if tp is Any or tp is dict or tp is list:
         return value
     if tp is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
         return tuple(value)
     if tp is bool:
         if not isinstance(value, bool):
@@ -163,7 +218,36 @@ def _loss_from(value, where: str) -> LossConfig:
     return LossConfig(name=spec.name, params=spec.resolve(params, where))
 
 
+def check_values(cfg, where: str = "") -> None:
+    """Check every field of `cfg` and of its sections against their `ALLOWED` and `RULES`;
+    raise ConfigError naming the first bad key (`where.key`)."""
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(value):
+            check_values(value, f"{where}.{f.name}" if where else f.name)
+    prefix = f"{where}." if where else ""
+    for key, allowed in getattr(type(cfg), "ALLOWED", {}).items():
+        value = getattr(cfg, key)
+        if value is not None and not allowed.allows(value):
+            raise ConfigError(f"{prefix}{key} must be {allowed}, got {value!r}")
+    for rule in getattr(type(cfg), "RULES", ()):
+        if not rule.holds(cfg):
+            key = rule.key if "." in rule.key else prefix + rule.key
+            value = cfg
+            for part in rule.key.split("."):
+                value = getattr(value, part)
+            fields = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)}
+            raise ConfigError(f"{key} must {rule.must.format(**fields)}, got {value!r}")
+
+
 def from_dict(cls, data: dict, where: str = ""):
+    cfg = _from_dict(cls, data, where)
+    if not where:
+        check_values(cfg)
+    return cfg
+
+
+def _from_dict(cls, data: dict, where: str = ""):
     if cls is RunConfig:
         data = dict(data)
         loss = _loss_from(data.pop("loss", {"name": "dpo"}), "loss")

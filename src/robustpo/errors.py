@@ -25,3 +25,17 @@ class DataError(RobustpoError):
 
 class ConfigError(RobustpoError):
     """Bad configuration: unknown key, wrong type, unknown loss (with a 'did you mean')."""
+
+
+class NonFiniteError(RobustpoError):
+    """A NaN or ±inf where the maths needs a finite number. `positions`: the batch positions
+    (rows of the batch, 0-based) that hold one, when known; `what`: the message without them."""
+
+    def __init__(self, message: str, positions: tuple[int, ...] = (), what: str | None = None):
+        super().__init__(message)
+        self.positions = tuple(positions)
+        self.what = what or message
+
+
+class TrainingError(RobustpoError):
+    """A run that cannot go on (a non-finite loss or gradient); nothing is saved as final."""

@@ -30,7 +30,8 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from robustpo.errors import ConfigError
+from robustpo.errors import ConfigError, NonFiniteError
+from robustpo.params import Param  # noqa: F401  (the allowed values of a hyperparameter)
 
 Tensor = torch.Tensor
 
@@ -310,35 +311,6 @@ INPUTS = {"chosen_rewards", "rejected_rewards", "chosen_lengths", "rejected_leng
           "kl_reference_logps"}
 
 
-@dataclass(frozen=True)
-class Param:
-    """The values a hyperparameter may take (its type and default come from the function).
-
-    A number lies in [low, high], each end excluded when `open_low` / `open_high` and absent
-    when None; a string is one of `choices`."""
-
-    low: float | None = None
-    high: float | None = None
-    open_low: bool = False
-    open_high: bool = False
-    choices: tuple[str, ...] = ()
-
-    def allows(self, v) -> bool:
-        if self.choices:
-            return v in self.choices
-        return ((self.low is None or (v > self.low if self.open_low else v >= self.low))
-                and (self.high is None or (v < self.high if self.open_high else v <= self.high)))
-
-    def __str__(self) -> str:
-        if self.choices:
-            return "one of " + "|".join(self.choices)
-        if self.low is None and self.high is None:
-            return "any finite number"
-        if self.high is None:
-            return f"{'>' if self.open_low else '>='} {self.low:g}"
-        return f"in {'(' if self.open_low else '['}{self.low:g}, {self.high:g}{')' if self.open_high else ']'}"
-
-
 POSITIVE, NON_NEGATIVE, ANY = Param(low=0, open_low=True), Param(low=0), Param()
 
 
@@ -403,9 +375,15 @@ class LossSpec:
                 if p.kind is inspect.Parameter.KEYWORD_ONLY and p.name not in INPUTS}
 
     def call(self, pc, pr, rc, rr, inputs: dict, hparams: dict) -> LossOutput:
-        """Call the function with the inputs it accepts (from those the loop computed) and `hparams`."""
+        """Call the function with the inputs it accepts (from those the loop computed) and `hparams`.
+
+        Every tensor it is given must be finite: a NaN or ±inf log-prob, reward or length raises
+        NonFiniteError naming the input and the batch rows that hold one, instead of a NaN loss."""
         accepted = inspect.signature(self.fn).parameters
-        return self.fn(pc, pr, rc, rr, **{k: v for k, v in inputs.items() if k in accepted}, **hparams)
+        given = {k: v for k, v in inputs.items() if k in accepted}
+        check_finite(self, {"policy_chosen_logps": pc, "policy_rejected_logps": pr, "reference_chosen_logps": rc,
+                            "reference_rejected_logps": rr, **given})
+        return self.fn(pc, pr, rc, rr, **given, **hparams)
 
     def check_hparams(self, hparams: dict) -> None:
         """Raise ConfigError for a hyperparameter this loss does not take, with a suggestion."""
@@ -432,6 +410,26 @@ class LossSpec:
                 raise ConfigError(f"{where}.{key} must be {need} ({self.kind} '{self.name}'), got {raw!r}")
             out[key] = value
         return out
+
+
+def check_finite(spec: LossSpec, tensors: dict) -> None:
+    """NonFiniteError naming the first input of `spec` holding a NaN or ±inf, and its rows.
+    Each tensor is (B,) or (B, ·), rows first."""
+    tensors = {k: t for k, t in tensors.items() if isinstance(t, Tensor) and t.is_floating_point()}
+    flags = [torch.isfinite(t).all() for t in tensors.values()]
+    if len({f.device for f in flags}) > 1:
+        flags = [f.cpu() for f in flags]
+    if not flags or bool(torch.stack(flags).all()):
+        return   # one device sync per call, whatever the number of inputs
+    for name, t in tensors.items():
+        finite = torch.isfinite(t)
+        if bool(finite.all()):
+            continue
+        bad_rows = (~finite).reshape(t.shape[0], -1).any(dim=1).nonzero().flatten().tolist() if t.dim() else [0]
+        value = t[~finite].flatten()[0].item()
+        what = f"{spec.kind} '{spec.name}' was given non-finite {name} ({value})"
+        raise NonFiniteError(f"{what} at batch position{'s' if len(bad_rows) > 1 else ''} "
+                             f"{', '.join(map(str, bad_rows))}", positions=tuple(bad_rows), what=what)
 
 
 BETA = {"beta": POSITIVE}

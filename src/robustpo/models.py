@@ -8,6 +8,7 @@ cache and a resumed run all see exactly the same starting weights.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -23,6 +24,52 @@ def torch_dtype(name: str):
     if name not in DTYPES:
         raise ConfigError(f"model.dtype must be one of {', '.join(DTYPES)}, got '{name}'")
     return DTYPES[name]
+
+
+def _offline() -> bool:
+    return any(os.environ.get(k, "").upper() in ("1", "ON", "YES", "TRUE") for k in ("HF_HUB_OFFLINE",
+                                                                                     "TRANSFORMERS_OFFLINE"))
+
+
+def check_model_source(name: str | None, key: str, files: tuple[str, ...] = ("config.json",
+                                                                         "adapter_config.json")) -> None:
+    """ConfigError, one line naming `key`, unless `name` can be loaded: `tiny:ARCH[?options]`, a
+    folder holding one of `files`, or a hub id (with HF_HUB_OFFLINE=1: one in the local cache).
+    Touches no model: it runs before any work."""
+    if name is None:
+        return
+    if not isinstance(name, str) or not name:
+        raise ConfigError(f"{key} must be a hub id, a local folder or tiny:ARCH, got {name!r}")
+    if name.startswith("tiny:"):
+        from robustpo.tiny import ARCHITECTURES, parse_tiny_name
+
+        try:
+            arch, _ = parse_tiny_name(name)
+        except ValueError as e:
+            raise ConfigError(f"{key}: {e}") from None
+        if arch not in ARCHITECTURES:
+            raise ConfigError(f"{key}: unknown tiny architecture '{arch}' in '{name}' (choose from "
+                              f"{', '.join(ARCHITECTURES)})")
+        return
+    path = Path(name).expanduser()
+    if path.is_dir():
+        if not any((path / f).exists() for f in files):
+            raise ConfigError(f"{key}: folder {name} holds no {' or '.join(files)}: not a saved model")
+        return
+    if path.exists():
+        raise ConfigError(f"{key}: {name} is a file; expected a model folder or a hub id")
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(name)
+    except HFValidationError:
+        raise ConfigError(f"{key}: {name} is not a folder, and not a hub id (name or namespace/name)") from None
+    if _offline():
+        from huggingface_hub import try_to_load_from_cache
+
+        if not any(isinstance(try_to_load_from_cache(name, f), str) for f in (*files, "tokenizer_config.json")):
+            raise ConfigError(f"{key}: {name} is not a local folder, and HF_HUB_OFFLINE=1 while the hub model is not "
+                              "in the local Hugging Face cache: download it first, or name a local folder")
 
 
 def materialize_base(cfg: ModelConfig, run_dir: Path, texts: Callable[[], Iterable[str]], seed: int) -> str:

@@ -24,32 +24,31 @@ def _stats(values: list[int]) -> str:
     return f"mean {statistics.fmean(values):.0f}, median {pct(0.5)}, p95 {pct(0.95)}, max {values[-1]}"
 
 
-def collect_problems(raw: list[dict], source: str, fmt: str, limit: int) -> tuple[list[dict], list[str], object]:
-    """Validate row by row, collecting problems instead of stopping at the first."""
+def collect_problems(raw, source: str, fmt: str, limit: int, problems: list | None = None):
+    """Validate every row (strict: identical pairs are problems too), collecting problems instead
+    of stopping at the first: (rows that passed, up to `limit` DataErrors in file order, the
+    DataReport of the rows that passed). `problems` may already hold the DataErrors of reading
+    (unreadable lines)."""
     from robustpo.data.schema import validate_rows
-    from robustpo.errors import DataError
 
-    good, problems = [], []
-    for i, row in enumerate(raw):
-        try:
-            validate_rows([row], source=source, fmt=fmt, strict=True)
-            good.append(row)
-        except DataError as e:
-            problems.append(str(e).replace("row 1", f"row {i + 1}", 1))
-            if len(problems) >= limit:
-                break
-    return good, problems
+    problems = list(problems or [])
+    good, report = validate_rows(raw, source=source, fmt=fmt, strict=True, problems=problems,
+                                 max_problems=max(limit - len(problems), 1))
+    problems.sort(key=lambda e: (e.row is not None, e.row if e.row is not None else -1))
+    return good, problems[:limit], report
 
 
 def run(args) -> int:
     from robustpo.data.io import read_records
-    from robustpo.data.schema import validate_rows
+    from robustpo.errors import ConfigError
 
-    raw = read_records(args.data, split=args.split)
-    good, problems = collect_problems(raw, args.data, args.format, args.max_problems)
-    print(f"{args.data}: {len(raw)} rows")
-    if good:
-        rows, report = validate_rows(good, source=args.data, fmt=args.format)
+    if args.max_problems < 1:
+        raise ConfigError(f"--max-problems must be >= 1, got {args.max_problems}")
+    read_problems: list = []
+    raw = read_records(args.data, split=args.split, problems=read_problems)
+    rows, problems, report = collect_problems(raw, args.data, args.format, args.max_problems, read_problems)
+    print(f"{args.data}: {len(raw) + len(read_problems)} rows")
+    if rows:
         print(f"formats: {', '.join(f'{k} {v}' for k, v in sorted(report.formats.items()))}")
         if report.num_members is not None:
             print(f"rewards: K={report.num_members} members per response")

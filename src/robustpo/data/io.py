@@ -13,12 +13,15 @@ resume".
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import gzip
 import hashlib
+import io
 import json
 import os
 import tempfile
+import zlib
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
@@ -27,37 +30,114 @@ from robustpo.errors import DataError
 JSON_SUFFIXES = (".jsonl", ".jsonl.gz", ".json", ".json.gz", ".ndjson")
 
 
-def _open_text(path: Path):
-    if path.name.endswith(".gz"):
-        return gzip.open(path, "rt", encoding="utf-8")
-    return open(path, "r", encoding="utf-8")
+class Records(list):
+    """The rows of a source (plain dicts), with `file_rows`: each record's 0-based row in the
+    file, as errors report it (1-based) — its line in JSONL (blank lines are skipped but
+    counted), its position in a JSON array, Parquet table or CSV body."""
+
+    def __init__(self, rows=(), file_rows=None):
+        super().__init__(rows)
+        self.file_rows = list(range(len(self))) if file_rows is None else list(file_rows)
+
+    def head(self, n: int) -> "Records":
+        return Records(self[:n], self.file_rows[:n])
 
 
-def _read_jsonl(path: Path) -> list[dict]:
-    rows = []
-    with _open_text(path) as f:
-        for i, line in enumerate(f):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(f"malformed JSON line ({e.msg} at column {e.colno})", file=str(path), row=i) from None
+def _gzip_problem(e: Exception, path: Path, after: int | None) -> DataError:
+    where = f" after row {after}" if after else ""
+    if isinstance(e, EOFError):
+        return DataError(f"truncated gzip file: the data stop{where}, before the end-of-stream marker (an incomplete "
+                         "download or copy?); nothing was read from it", file=str(path))
+    return DataError(f"corrupt gzip file ({e}){where}; nothing was read from it", file=str(path))
+
+
+def _utf8_problem(e: UnicodeDecodeError, line: bytes) -> str:
+    return f"not valid UTF-8 (byte 0x{line[e.start]:02x} at column {len(line[:e.start].decode('utf-8')) + 1})"
+
+
+def _read_bytes(path: Path) -> bytes:
+    """The whole file (gunzipped), or DataError for a truncated or corrupt .gz."""
+    if not path.name.endswith(".gz"):
+        return path.read_bytes()
+    try:
+        with gzip.open(path, "rb") as f:
+            return f.read()
+    except (EOFError, OSError, zlib.error) as e:
+        raise _gzip_problem(e, path, None) from None
+
+
+def _decode(data: bytes, path: Path) -> str:
+    """UTF-8 text without a leading BOM; DataError naming the line of an invalid byte."""
+    if data.startswith(codecs.BOM_UTF8):
+        data = data[len(codecs.BOM_UTF8):]
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line_no = data.count(b"\n", 0, e.start)
+        start = data.rfind(b"\n", 0, e.start) + 1
+        end = data.find(b"\n", e.start)
+        line = data[start:end if end >= 0 else len(data)]
+        local = UnicodeDecodeError(e.encoding, line, e.start - start, e.end - start, e.reason)
+        raise DataError(f"line {line_no + 1}: {_utf8_problem(local, line)}", file=str(path)) from None
+
+
+def _lines(path: Path, problems: list | None) -> Iterator[tuple[int, str]]:
+    """(0-based line number, text) of each line, decoded one at a time so that an invalid byte
+    names its line; a UTF-8 BOM at the start is dropped. With `problems`, undecodable lines
+    are recorded there as DataErrors and skipped instead of raised."""
+    opener = gzip.open if path.name.endswith(".gz") else open
+    i = -1
+    try:
+        with opener(path, "rb") as f:
+            for i, raw in enumerate(f):
+                if i == 0 and raw.startswith(codecs.BOM_UTF8):
+                    raw = raw[len(codecs.BOM_UTF8):]
+                try:
+                    yield i, raw.decode("utf-8")
+                except UnicodeDecodeError as e:
+                    error = DataError(_utf8_problem(e, raw), file=str(path), row=i)
+                    if problems is None:
+                        raise error from None
+                    problems.append(error)
+    except (EOFError, OSError, zlib.error) as e:
+        if isinstance(e, OSError) and not isinstance(e, gzip.BadGzipFile):
+            raise
+        raise _gzip_problem(e, path, i + 1 if i >= 0 else None) from None
+
+
+def _read_jsonl(path: Path, problems: list | None = None) -> Records:
+    """One JSON object per line. With `problems` (a list), bad lines are recorded there and
+    skipped, so that a caller can report every one; otherwise the first raises."""
+    rows, file_rows = [], []
+    for i, line in _lines(path, problems):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
             if not isinstance(row, dict):
                 raise DataError(f"expected a JSON object, got {type(row).__name__}", file=str(path), row=i)
+        except json.JSONDecodeError as e:
+            error = DataError(f"malformed JSON line ({e.msg} at column {e.colno})", file=str(path), row=i)
+        except DataError as e:
+            error = e
+        else:
             rows.append(row)
-    return rows
+            file_rows.append(i)
+            continue
+        if problems is None:
+            raise error from None
+        problems.append(error)
+    return Records(rows, file_rows)
 
 
-def _read_json(path: Path) -> list[dict]:
-    with _open_text(path) as f:
-        text = f.read()
+def _read_json(path: Path, problems: list | None = None) -> Records:
+    text = _decode(_read_bytes(path), path)
     try:
         data = json.loads(text)
     except json.JSONDecodeError as e:
         # A .json file holding JSON Lines is common enough to accept.
         if e.msg == "Extra data":
-            return _read_jsonl(path)
+            return _read_jsonl(path, problems)
         raise DataError(f"malformed JSON ({e.msg} at line {e.lineno} column {e.colno})", file=str(path)) from None
     if isinstance(data, dict):
         # {"train": [...]} or {"data": [...]}: take the single list-valued entry.
@@ -70,7 +150,30 @@ def _read_json(path: Path) -> list[dict]:
     for i, row in enumerate(data):
         if not isinstance(row, dict):
             raise DataError(f"expected a JSON object, got {type(row).__name__}", file=str(path), row=i)
-    return data
+    return Records(data)
+
+
+def _read_csv(path: Path) -> Records:
+    """CSV with a header line; rows are numbered from the first record after the header. A
+    UTF-8 BOM (as spreadsheet programs write) is accepted."""
+    import csv
+
+    data = path.read_bytes()
+    if data.startswith(codecs.BOM_UTF8):
+        data = data[len(codecs.BOM_UTF8):]
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        # The record holding the bad byte: count the records in the text before it.
+        before = data[:e.start].decode("utf-8")
+        records = list(csv.reader(io.StringIO(before, newline="")))
+        row = len(records) - 1 - (0 if before.endswith(("\n", "\r")) or not before else 1)
+        line = data[data.rfind(b"\n", 0, e.start) + 1:]
+        line = line.split(b"\n", 1)[0]
+        column = e.start - (len(data) - len(data[data.rfind(b"\n", 0, e.start) + 1:]))
+        bad = UnicodeDecodeError(e.encoding, line, column, column + 1, e.reason)
+        raise DataError(_utf8_problem(bad, line), file=str(path), row=max(row, 0)) from None
+    return Records(dict(r) for r in csv.DictReader(io.StringIO(text, newline="")))
 
 
 def _rows_from_dataset(ds, name: str, split: str | None) -> list[dict]:
@@ -85,8 +188,11 @@ def _rows_from_dataset(ds, name: str, split: str | None) -> list[dict]:
     return [dict(r) for r in ds]
 
 
-def read_records(source: str | os.PathLike, *, split: str | None = None) -> list[dict]:
-    """Read every row of `source` as a dict. Raises DataError naming the file and row."""
+def read_records(source: str | os.PathLike, *, split: str | None = None, problems: list | None = None) -> Records:
+    """Read every row of `source` as a dict. Raises DataError naming the file and row.
+
+    With `problems` (a list), a JSONL file's unreadable lines (malformed JSON, invalid UTF-8)
+    are appended there as DataErrors and skipped, so that `robustpo validate` can list them all."""
     path = Path(source)
     if path.is_dir():
         import datasets
@@ -94,22 +200,26 @@ def read_records(source: str | os.PathLike, *, split: str | None = None) -> list
         if not any((path / n).exists() for n in ("dataset_info.json", "state.json", "dataset_dict.json")):
             raise DataError("folder is not a saved `datasets` dataset (no dataset_info.json / dataset_dict.json)",
                             file=str(path))
-        return _rows_from_dataset(datasets.load_from_disk(str(path)), str(path), split)
+        try:
+            ds = datasets.load_from_disk(str(path))
+        except Exception as e:  # noqa: BLE001  (a folder with missing or broken arrow files)
+            raise DataError(f"cannot load the saved dataset ({type(e).__name__}: {e})", file=str(path)) from None
+        return Records(_rows_from_dataset(ds, str(path), split))
     if path.exists():
         name = path.name.lower()
         if name.endswith((".jsonl", ".jsonl.gz", ".ndjson")):
-            return _read_jsonl(path)
+            return _read_jsonl(path, problems)
         if name.endswith((".json", ".json.gz")):
-            return _read_json(path)
+            return _read_json(path, problems)
         if name.endswith(".parquet"):
             import pyarrow.parquet as pq
 
-            return pq.read_table(path).to_pylist()
+            try:
+                return Records(pq.read_table(path).to_pylist())
+            except Exception as e:  # noqa: BLE001  (pyarrow raises several kinds for a broken file)
+                raise DataError(f"not a readable Parquet file ({e})", file=str(path)) from None
         if name.endswith(".csv"):
-            import csv
-
-            with open(path, newline="", encoding="utf-8") as f:
-                return [dict(r) for r in csv.DictReader(f)]
+            return _read_csv(path)
         raise DataError("unknown file type (expected .jsonl, .json, .parquet, .csv, optionally .gz for JSON)",
                         file=str(path))
     if str(source).count("/") <= 1 and not str(source).startswith((".", "/")) and not path.suffix:
@@ -119,7 +229,7 @@ def read_records(source: str | os.PathLike, *, split: str | None = None) -> list
             ds = datasets.load_dataset(str(source), split=split)
         except Exception as e:  # network, missing repo, ...: say what was tried
             raise DataError(f"not a local file, and loading it as a hub dataset failed: {e}", file=str(source)) from e
-        return _rows_from_dataset(ds, str(source), split)
+        return Records(_rows_from_dataset(ds, str(source), split))
     raise DataError("no such file or folder", file=str(source))
 
 
@@ -242,3 +352,24 @@ def file_fingerprint(path: str | os.PathLike) -> str:
             for chunk in iter(lambda: f.read(1 << 20), b""):
                 h.update(chunk)
     return h.hexdigest()[:16]
+
+
+def check_writable(path: str | os.PathLike, key: str) -> None:
+    """ConfigError (naming `key`) unless folder `path` exists and can be written, or can be
+    created: its nearest existing ancestor is a folder where a file can be made. Writes nothing
+    that stays (the probe is an unnamed temporary file)."""
+    from robustpo.errors import ConfigError
+
+    target = Path(path).absolute()
+    if target.exists() and not target.is_dir():
+        raise ConfigError(f"{key}: {path} is a file, not a folder")
+    probe = target
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir():
+        raise ConfigError(f"{key}: {path} cannot be created: {probe} is a file")
+    try:
+        with tempfile.TemporaryFile(dir=probe):
+            pass
+    except OSError as e:
+        raise ConfigError(f"{key}: {path} cannot be written ({e.strerror or e} in {probe})") from None

@@ -16,6 +16,9 @@ def register(sub) -> None:
     t.add_argument("recipe")
     t.add_argument("--resume", action="store_true", help="keep finished members, continue the interrupted one")
     t.add_argument("--overwrite", action="store_true", help="discard an earlier run in train.output_dir")
+    t.add_argument("--allow-changes", action="store_true",
+                   help="with --resume: continue although the recipe changes values the run was made with "
+                        "(each change is recorded in OUTPUT_DIR/config_changes.jsonl)")
     t.set_defaults(func=run_train, _allow_overrides=True, command="reward train")
 
     f = rsub.add_parser("family", help="assemble a family from reward models trained elsewhere",
@@ -65,8 +68,12 @@ def run_train(args) -> int:
     from robustpo.rewards.evaluate import format_metrics
     from robustpo.train.reward import RewardRunConfig, train_reward_family
 
+    from robustpo.errors import ConfigError
+
+    if args.allow_changes and not args.resume:
+        raise ConfigError("--allow-changes only applies to --resume")
     cfg = load_config(args.recipe, args.overrides, cls=RewardRunConfig)
-    out = train_reward_family(cfg, resume=args.resume, overwrite=args.overwrite)
+    out = train_reward_family(cfg, resume=args.resume, overwrite=args.overwrite, allow_changes=args.allow_changes)
     manifest = json.loads((out / "family.json").read_text())
     print(f"family of {manifest['size']} ({manifest['mode']}) written to {out}")
     if "heldout" in manifest:

@@ -18,10 +18,11 @@ Family modes (`reward.family.mode`), each member trained on:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import numpy as np
 
-from robustpo.config import DataConfig, ModelConfig, TrainConfig
+from robustpo.config import AT_LEAST_1, NON_NEGATIVE, PRECISION, DataConfig, ModelConfig, TrainConfig
 from robustpo.errors import ConfigError, DataError
 from robustpo.rewards.confound import ConfoundConfig
 
@@ -52,6 +53,9 @@ class RewardConfig:
     eval_batch_size: int = 32
     calibration_bins: int = 10
 
+    ALLOWED: ClassVar[dict] = {"center_coef": NON_NEGATIVE, "eval_batch_size": AT_LEAST_1,
+                               "calibration_bins": AT_LEAST_1}
+
 
 @dataclass
 class RewardRunConfig:
@@ -59,6 +63,8 @@ class RewardRunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=lambda: TrainConfig(output_dir="runs/reward", learning_rate=1e-5))
     reward: RewardConfig = field(default_factory=RewardConfig)
+
+    RULES: ClassVar[tuple] = (PRECISION,)
 
 
 @dataclass

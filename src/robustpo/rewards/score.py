@@ -31,6 +31,7 @@ of processes reads every shard first, so no row is ever scored twice.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from dataclasses import dataclass
@@ -137,24 +138,40 @@ def score_dataset(family, in_path, out_path, *, normalize: str = "none", stats_f
                   progress: bool = True) -> ScoreResult:
     """Write `in_path`'s pairs with K rewards per response to `out_path` (JSONL). Resumable.
 
-    family: a folder (family or single reward model) or a loaded `RewardFamily`.
+    family: a folder (family or single reward model) or a loaded `RewardFamily`. OUT is locked
+    (`OUT.lock`, robustpo.locks) from the input's validation to the end: a second scoring into
+    the same OUT stops at once, naming the first one's pid.
     """
-    from tqdm.auto import tqdm
-
-    from robustpo.data.io import AppendOnlyJsonl, fingerprint, write_json_atomic, write_jsonl_atomic
     from robustpo.data.schema import load_preferences
-    from robustpo.rewards.family import load_family
+    from robustpo.locks import exclusive_output
 
     if normalize not in NORMALIZE:
         raise ConfigError(f"normalize must be one of {', '.join(NORMALIZE)}, got '{normalize}'")
     if stats_from is not None and normalize != "standardize":
         raise ConfigError("stats_from (--stats-from) applies saved statistics, so it needs normalize=standardize")
     out_path = Path(out_path)
-    partial_path, meta_path = _paths(out_path)
     if Path(in_path).resolve() == out_path.resolve():
         raise ConfigError(f"{out_path}: the output would overwrite the input; choose another --out")
     # Bad rows fail here, naming file/row/field, before any model is loaded or anything written.
     rows, report = load_preferences(str(in_path), split=split, fmt=fmt, drop_empty=drop_empty)
+    procs = _Processes()
+    with contextlib.ExitStack() as stack:
+        if procs.rank == 0:   # one scoring per OUT at a time (its other processes write only their shards)
+            stack.enter_context(exclusive_output(out_path, what="scored output"))
+        procs.barrier()
+        return _score(family, in_path, out_path, rows, report, procs, normalize=normalize, stats_from=stats_from,
+                      batch_size=batch_size, fmt=fmt, split=split, drop_empty=drop_empty, overwrite=overwrite,
+                      progress=progress)
+
+
+def _score(family, in_path, out_path: Path, rows, report, procs, *, normalize, stats_from, batch_size, fmt, split,
+           drop_empty, overwrite, progress) -> ScoreResult:
+    from tqdm.auto import tqdm
+
+    from robustpo.data.io import AppendOnlyJsonl, fingerprint, write_json_atomic, write_jsonl_atomic
+    from robustpo.rewards.family import load_family
+
+    partial_path, meta_path = _paths(out_path)
     if isinstance(family, (str, Path)):
         family = load_family(family, batch_size=batch_size)
     names = family.names
@@ -172,7 +189,6 @@ def score_dataset(family, in_path, out_path, *, normalize: str = "none", stats_f
         if not _partial_matches(partial_path, key):  # else: killed while finishing; finish again
             raise ConfigError(f"{out_path} already exists (from other data, family or settings): pass --overwrite "
                               "to replace it, or choose another --out")
-    procs = _Processes()
     if overwrite and procs.rank == 0:
         for shard in _shards(partial_path):
             shard.unlink()

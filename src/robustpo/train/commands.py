@@ -10,6 +10,9 @@ def register(sub) -> None:
     p.add_argument("recipe", nargs="?", help="YAML recipe (see recipes/)")
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in train.output_dir")
     p.add_argument("--overwrite", action="store_true", help="discard an earlier run in train.output_dir")
+    p.add_argument("--allow-changes", action="store_true",
+                   help="with --resume: continue although the recipe changes values the run was made with "
+                        "(each change is recorded in OUTPUT_DIR/config_changes.jsonl)")
     p.add_argument("--list-losses", action="store_true", help="print the objectives and regularizers, and exit")
     p.set_defaults(func=run, _allow_overrides=True)
     q = sub.add_parser("losses", help="list the objectives and regularizers with their hyperparameters",
@@ -50,6 +53,8 @@ def run(args) -> int:
         return 0
     if args.recipe is None:
         raise ConfigError("a recipe is required (robustpo train RECIPE.yaml), or --list-losses")
+    if args.allow_changes and not args.resume:
+        raise ConfigError("--allow-changes only applies to --resume")
     cfg = load_config(args.recipe, args.overrides)
-    train_preference(cfg, resume=args.resume, overwrite=args.overwrite)
+    train_preference(cfg, resume=args.resume, overwrite=args.overwrite, allow_changes=args.allow_changes)
     return 0

@@ -15,6 +15,7 @@ would have done.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import shutil
@@ -54,37 +55,220 @@ def make_accelerator(cfg: TrainConfig, run_dir: Path):
                        cpu=distributed and not torch.cuda.is_available())
 
 
-def open_run_dir(accelerator, run_dir: Path, cfg, *, resume: bool, overwrite: bool,
-                 evidence: tuple[str, ...], cleared: tuple[str, ...] = (), what: str = "a run") -> None:
-    """Make OUTPUT_DIR ready for a run and write its resolved config.yaml (main process; all wait).
+def preflight(cfg) -> None:
+    """Every check that needs no data and touches no model or run folder, before any work:
+    each config value (config.check_values), the model sources, the data source given, and
+    that the output folders can be written. One line naming the key on failure."""
+    from robustpo.config import check_values
+    from robustpo.data.io import check_writable
+    from robustpo.errors import ConfigError
+    from robustpo.models import check_model_source
 
-    A folder holding any of `evidence` already holds a run: continuing it needs `resume`;
-    `overwrite` removes `evidence` and `cleared` first, so two runs never mix in one folder.
-    """
+    check_values(cfg)
+    check_model_source(cfg.model.name_or_path, "model.name_or_path")
+    check_model_source(cfg.model.reference, "model.reference")
+    check_model_source(cfg.model.tokenizer, "model.tokenizer", files=("tokenizer_config.json", "tokenizer.json"))
+    if not cfg.data.train:
+        raise ConfigError("data.train is required (a file, a saved dataset folder or a hub id)")
+    check_writable(cfg.train.output_dir, "train.output_dir")
+    if cfg.train.reference_cache_dir:
+        check_writable(cfg.train.reference_cache_dir, "train.reference_cache_dir")
+
+
+# Settings that cannot change what a run computes: they may differ on --resume (the change is
+# still recorded in config_changes.jsonl). Every other key changes the run and needs
+# --allow-changes. skip_nonfinite only decides whether a run that meets a non-finite batch goes
+# on; the batches it skips are counted in the metrics.
+FREE_ON_RESUME = ("train.logging_steps", "train.save_steps", "train.save_total_limit", "train.log_with",
+                  "train.output_dir", "train.reference_cache_dir", "train.collapse_warning_nats",
+                  "train.skip_nonfinite")
+CONFIG_CHANGES = "config_changes.jsonl"
+INPUTS = "inputs.json"
+_MISSING = "(unset)"
+
+
+@dataclass(frozen=True)
+class RunLayout:
+    """What a trainer's run folder holds. `owned`: every name it writes there (removed by
+    --overwrite, with the temp files of their atomic writes); `progress(folder)`: whether the
+    folder holds work worth keeping (then a new run needs --resume or --overwrite; a folder with
+    only leftovers of a run that stopped before its first logged step is simply cleared)."""
+
+    owned: tuple[str, ...]
+    progress: Callable[[Path], bool]
+    what: str = "a run"
+    also_owned: Callable[[Path], list[Path]] = lambda run_dir: []   # owned paths found by looking
+    other: Callable[[Path], str | None] = lambda run_dir: None      # the other kind of run it holds, if any
+
+
+def tracker_logs(run_dir: Path) -> list[Path]:
+    """accelerate's TensorBoard logs (OUTPUT_DIR/robustpo/), when that folder holds event files only."""
+    folder = run_dir / "robustpo"
+    if not folder.is_dir() or folder.is_symlink():
+        return []
+    files = [p for p in folder.rglob("*") if not p.is_dir()]
+    return [folder] if all(p.name.startswith("events.out.tfevents.") for p in files) else []
+
+
+def has_steps(run_dir: Path) -> bool:
+    """A loop run with work in it: a complete checkpoint, or a logged step."""
+    if latest_checkpoint(run_dir) is not None:
+        return True
+    metrics = run_dir / "metrics.jsonl"
+    try:
+        with open(metrics, "rb") as f:
+            return any(line.endswith(b"\n") for line in f)
+    except OSError:
+        return False
+
+
+def _remove(run_dir: Path, layout: RunLayout) -> list[str]:
+    """Remove what `layout` owns in `run_dir` (names, the temp files of their atomic writes, and
+    `also_owned`); return the names removed."""
+    paths = [p for name in layout.owned for p in [run_dir / name, *run_dir.glob(f".{name}.*.tmp")]]
+    removed = []
+    for path in paths + layout.also_owned(run_dir):
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        elif path.exists() or path.is_symlink():
+            path.unlink()
+        else:
+            continue
+        removed.append(path.name)
+    return removed
+
+
+def _nested_diff(old, new, prefix=""):
+    if isinstance(old, dict) and isinstance(new, dict):
+        for k in list(old) + [k for k in new if k not in old]:
+            yield from _nested_diff(old.get(k, _MISSING), new.get(k, _MISSING), f"{prefix}.{k}" if prefix else k)
+    elif old != new:
+        yield prefix, old, new
+
+
+def _set_dotted(tree: dict, key: str, value) -> None:
+    *parents, last = key.split(".")
+    for p in parents:
+        if not isinstance(tree.get(p), dict):
+            tree[p] = {}
+        tree = tree[p]
+    tree[last] = value
+
+
+def input_fingerprints(cfg) -> dict:
+    """Content fingerprints of the run's data files (a hub id stands for itself)."""
+    from robustpo.data.io import file_fingerprint
+
+    sources = {"data.train": cfg.data.train}
+    heldout = getattr(getattr(cfg, "reward", None), "heldout", None)
+    if heldout:
+        sources["reward.heldout"] = heldout
+    return {f"{k}:content": file_fingerprint(v) if Path(v).exists() else f"hub:{v}" for k, v in sources.items()}
+
+
+def _resume_changes(run_dir: Path, cfg, inputs: dict) -> list[tuple[str, object, object]]:
+    """(key, old, new), by key, of every value that differs from the run's own: its config.yaml (values
+    re-read through today's parser, so that new keys with their defaults are no change) and
+    inputs.json, with the changes already recorded in config_changes.jsonl applied."""
+    import copy
+
+    import yaml
+
+    from robustpo.config import from_dict, to_dict
+    from robustpo.errors import ConfigError
+
+    saved = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
+    try:
+        saved = to_dict(from_dict(type(cfg), saved))
+    except ConfigError:
+        pass   # a value today's checks refuse: compare the raw values
+    old_inputs = json.loads((run_dir / INPUTS).read_text()) if (run_dir / INPUTS).exists() else {}
+    effective = copy.deepcopy(saved)
+    changes_path = run_dir / CONFIG_CHANGES
+    if changes_path.exists():
+        for line in changes_path.read_text().splitlines():
+            row = json.loads(line)
+            if row["key"].endswith(":content"):
+                old_inputs[row["key"]] = row["new"]
+            else:
+                _set_dotted(effective, row["key"], row["new"])
+    changes = list(_nested_diff(effective, to_dict(cfg)))
+    changes += [(k, old_inputs[k], v) for k, v in inputs.items() if k in old_inputs and old_inputs[k] != v]
+    return sorted(changes, key=lambda c: c[0])
+
+
+def _resume_position(run_dir: Path) -> int:
+    ckpt = latest_checkpoint(run_dir)
+    if ckpt is not None:
+        return int(ckpt.name.split("-")[1])
+    runs = [d for d in (run_dir / "runs").glob("*") if d.is_dir() and not (d / "summary.json").exists()]
+    steps = [int(c.name.split("-")[1]) for d in runs if (c := latest_checkpoint(d)) is not None]
+    return max(steps, default=0)
+
+
+@contextlib.contextmanager
+def run_folder(accelerator, run_dir: Path, cfg, layout: RunLayout, *, resume: bool, overwrite: bool,
+               allow_changes: bool = False):
+    """Hold OUTPUT_DIR for the whole run: lock it (robustpo.locks; main process), make it ready,
+    write the resolved config.yaml (all processes wait).
+
+    A folder with progress (`layout.progress`) continues only with `resume`, after the resolved
+    config and the data's content are compared with the run's own: a change to any key outside
+    FREE_ON_RESUME is refused, listing the keys, unless `allow_changes`; every change is then
+    appended to config_changes.jsonl (step, key, old, new) and config.yaml keeps the values the
+    run started with. `overwrite` removes everything the run owns (`layout.owned`) first."""
     import yaml
 
     from robustpo.config import to_dict
     from robustpo.errors import ConfigError
+    from robustpo.locks import exclusive_output
 
-    if accelerator.is_main_process:
-        has_run = any((run_dir / name).exists() for name in evidence)
-        if has_run and not resume and not overwrite:
-            raise ConfigError(f"{run_dir} already holds {what}: pass --resume to continue it, --overwrite to start "
-                              "over, or set train.output_dir to another folder")
-        if overwrite and not resume:
-            for name in (*evidence, *cleared):
-                path = run_dir / name
-                shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
-    accelerator.wait_for_everyone()
+    with contextlib.ExitStack() as stack:
+        if accelerator.is_main_process:
+            stack.enter_context(exclusive_output(run_dir, what="run folder", folder=True))
+            other = layout.other(run_dir)
+            if other is not None:   # never cleared or overwritten by this kind of run
+                raise ConfigError(f"{run_dir} holds {other}, not {layout.what}: set train.output_dir to another folder")
+            progress = layout.progress(run_dir)
+            if progress and not resume and not overwrite:
+                raise ConfigError(f"{run_dir} already holds {layout.what}: pass --resume to continue it, --overwrite "
+                                  "to start over, or set train.output_dir to another folder")
+            inputs = input_fingerprints(cfg)
+            continuing = resume and progress and (run_dir / "config.yaml").exists()
+            if continuing:
+                changes = _resume_changes(run_dir, cfg, inputs)
+                binding = [c for c in changes if c[0] not in FREE_ON_RESUME]
+                if binding and not allow_changes:
+                    listed = ", ".join(f"{k} ({o!r} -> {n!r})" for k, o, n in binding)
+                    raise ConfigError(f"cannot resume {run_dir}: the run was made with other values of {listed}; "
+                                      "resume with the run's own values, or pass --allow-changes to continue with "
+                                      f"these (recorded in {CONFIG_CHANGES}; config.yaml keeps the original)")
+                if changes:
+                    step = _resume_position(run_dir)
+                    with AppendOnlyJsonl(run_dir / CONFIG_CHANGES) as log:
+                        for key, old, new in changes:
+                            log.append({"step": step, "key": key, "old": old, "new": new})
+                    accelerator.print(f"resuming with {len(changes)} changed value(s) from step {step}: "
+                                      f"{', '.join(k for k, _, _ in changes)} (recorded in {CONFIG_CHANGES})")
+            else:
+                # --overwrite, or leftovers without progress: start clean (a --resume of a run
+                # whose config.yaml is missing keeps everything)
+                removed = _remove(run_dir, layout) if (overwrite and not resume) or not progress else []
+                if removed and not overwrite:
+                    accelerator.print(f"{run_dir}: removed what a run that stopped before its first step left: "
+                                      f"{', '.join(sorted(removed))}")
+                (run_dir / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+                write_json_atomic(run_dir / INPUTS, inputs)
+        accelerator.wait_for_everyone()
+        yield
 
 
 @dataclass
 class LoopState:
-    step: int = 0            # optimizer steps done
+    step: int = 0            # optimizer steps done (skipped non-finite batches included)
     epoch: int = 0
     consumed: int = 0        # micro-batches of `epoch` already consumed (per process)
+    nonfinite_skipped: int = 0   # steps whose batches had a non-finite loss or gradient: no update
 
 
 def epoch_order(n: int, seed: int, epoch: int, shuffle: bool, lengths: list[int] | None = None,
@@ -148,13 +332,70 @@ def _mean_metrics(accelerator, window: list[dict]) -> dict:
     return dict(zip(keys, reduced.tolist()))
 
 
+ELSEWHERE = "a non-finite value on another process"
+
+
+def _rows_text(rows: list[int], source: str | None) -> str:
+    """'rows 3, 8 and 41 of FILE' from 0-based data indices (file rows, as errors number them)."""
+    ordered = sorted({r + 1 for r in rows})
+    shown = ", ".join(map(str, ordered[:32])) + (f" and {len(ordered) - 32} more" if len(ordered) > 32 else "")
+    return f"row{'s' if len(ordered) > 1 else ''} {shown}" + (f" of {source}" if source else "")
+
+
+def _first_problem(step_fn, model, batch) -> tuple[object, dict, str | None, list[int]]:
+    """(loss, metrics, problem, rows): run the step function; `problem` describes a non-finite
+    input to the objective or a non-finite loss (None when all is finite), `rows` the batch's
+    data indices it concerns."""
+    from robustpo.errors import NonFiniteError
+
+    rows = batch["index"].tolist()
+    try:
+        loss, metrics = step_fn(model, batch)
+    except NonFiniteError as e:
+        return None, {}, e.what, [rows[p] for p in e.positions if p < len(rows)] or rows
+    value = loss.detach().item()
+    if not math.isfinite(value):
+        return loss, metrics, f"non-finite loss ({value})", rows
+    return loss, metrics, None, rows
+
+
+def _nonfinite_message(step: int, problem: str, rows: list[int], source: str | None, run_dir: Path,
+                       cfg: TrainConfig, saves: str) -> str:
+    ckpt = latest_checkpoint(run_dir)
+    last = (f"the last good checkpoint is {ckpt} (step {ckpt.name.split('-')[1]}): --resume continues from it"
+            if ckpt is not None else
+            f"no checkpoint was saved before it (train.save_steps={cfg.save_steps})")
+    limit = (f"the {cfg.skip_nonfinite} bad batch(es) train.skip_nonfinite allows were already skipped"
+             if cfg.skip_nonfinite else "train.skip_nonfinite: N skips up to N such batches")
+    return (f"step {step}: {problem} on the batch of {_rows_text(rows, source)}; training stopped and {saves} was "
+            f"not written; {last}; {limit}")
+
+
+def check_finite_weights(model, what: str) -> None:
+    """TrainingError unless every parameter of `model` is finite: nothing non-finite is saved."""
+    from robustpo.errors import TrainingError
+
+    for name, p in model.named_parameters():
+        if not bool(torch.isfinite(p.detach()).all()):
+            raise TrainingError(f"the trained weights hold non-finite values (first: {name}); {what} was not written")
+
+
 def run_loop(*, accelerator, model, optimizer, scheduler, dataset, collate_fn, step_fn: Callable,
              cfg: TrainConfig, run_dir: Path, total_steps: int, resume: bool,
-             on_log: Callable[[dict], None] | None = None, lengths: list[int] | None = None) -> LoopState:
+             on_log: Callable[[dict], None] | None = None, lengths: list[int] | None = None,
+             source: str | None = None, saves: str = "final/") -> LoopState:
     """Train `model` (already `accelerator.prepare`d with optimizer and scheduler) to `total_steps`.
 
-    `lengths` (tokens per item) enables length-grouped batches when `cfg.group_by_length`."""
+    `lengths` (tokens per item) enables length-grouped batches when `cfg.group_by_length`.
+
+    Every step checks the loss of each micro-batch (and the objective its inputs, LossSpec.call)
+    and the gradient norm: a non-finite value stops the run with TrainingError naming the step,
+    the batch's rows (of `source`) and the last good checkpoint, before any update is made from
+    it (the trainer then never writes `saves`, its model); with `cfg.skip_nonfinite` = N, up to N such steps are skipped instead (consumed, no
+    optimizer or scheduler step) and counted (`nonfinite_skipped` in the metrics and state)."""
     from tqdm.auto import tqdm
+
+    from robustpo.errors import TrainingError
 
     state = LoopState()
     ckpt = latest_checkpoint(run_dir) if resume else None
@@ -178,6 +419,10 @@ def run_loop(*, accelerator, model, optimizer, scheduler, dataset, collate_fn, s
                disable=not accelerator.is_local_main_process or quiet_progress(),
                dynamic_ncols=True)
     window: list[dict] = []
+    step_rows: list[int] = []          # data indices of this step's micro-batches (this process)
+    bad: tuple[str, list[int]] | None = None   # this step's first non-finite value: (what, its rows)
+    # A GradScaler (fp16 on a GPU) finds and skips overflowing gradients itself, and lowers its scale.
+    scaled = getattr(accelerator, "scaler", None) is not None
     t_last, pairs_since = time.perf_counter(), 0
     model.train()
     while state.step < total_steps:
@@ -192,29 +437,64 @@ def run_loop(*, accelerator, model, optimizer, scheduler, dataset, collate_fn, s
             loader = accelerator.skip_first_batches(loader, state.consumed)
         for batch in loader:
             with accelerator.accumulate(model):
-                loss, metrics = step_fn(model, batch)
-                accelerator.backward(loss)
-                window.append({"loss": loss.detach().item(), **metrics})
+                if bad is None:   # after a non-finite micro-batch the rest of its step is only consumed
+                    loss, metrics, problem, rows = _first_problem(step_fn, model, batch)
+                    step_rows.extend(batch["index"].tolist())
+                    if accelerator.num_processes > 1:   # every process takes the same branch
+                        flags = accelerator.reduce(torch.tensor([float(problem is not None)],
+                                                                device=accelerator.device), reduction="sum")
+                        if flags.item() and problem is None:
+                            problem, rows = ELSEWHERE, []
+                    if problem is not None:
+                        bad = (problem, rows)
+                    else:
+                        accelerator.backward(loss)
+                        window.append({"loss": loss.detach().item(), **metrics})
                 pairs_since += len(batch["index"])
                 if accelerator.sync_gradients:
                     grad_norm = None
-                    if cfg.max_grad_norm > 0:
-                        grad_norm = accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-                    optimizer.step()
-                    scheduler.step()
+                    if bad is None:
+                        # the norm is measured even when clipping is off (max_norm inf scales by exactly 1)
+                        grad_norm = accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm
+                                                                if cfg.max_grad_norm > 0 else float("inf"))
+                        if grad_norm is not None and not scaled and not math.isfinite(float(grad_norm)):
+                            bad = (f"non-finite gradient norm ({float(grad_norm)})", step_rows)
+                    if bad is None:
+                        optimizer.step()
+                        scheduler.step()
                     optimizer.zero_grad(set_to_none=True)
+                    if cfg.max_grad_norm <= 0:
+                        grad_norm = None   # logged only when clipping, as before
             state.consumed += 1
             if not accelerator.sync_gradients:
                 continue
+            if bad is not None:
+                problem, rows = bad
+                if accelerator.num_processes > 1:   # every process's own finding: name the real one(s)
+                    from accelerate.utils import gather_object
+
+                    found = [(p, r) for p, r in gather_object([bad]) if p != ELSEWHERE] or [bad]
+                    problem, rows = found[0][0], [r for _, part in found for r in part]
+                if state.nonfinite_skipped >= cfg.skip_nonfinite:
+                    bar.close()
+                    if metrics_log is not None:
+                        metrics_log.close()
+                    raise TrainingError(_nonfinite_message(state.step + 1, problem, rows, source, run_dir, cfg, saves))
+                state.nonfinite_skipped += 1
+                accelerator.print(f"step {state.step + 1}: {problem} on the batch of {_rows_text(rows, source)}: "
+                                  f"skipped, no update ({state.nonfinite_skipped} of train.skip_nonfinite="
+                                  f"{cfg.skip_nonfinite})")
             state.step += 1
             bar.update(1)
-            if state.step % cfg.logging_steps == 0 or state.step == total_steps:
+            if bad is None and (state.step % cfg.logging_steps == 0 or state.step == total_steps):
                 row = _mean_metrics(accelerator, window)
                 now = time.perf_counter()
                 row.update(step=state.step, epoch=state.epoch, lr=scheduler.get_last_lr()[0],
                            pairs_per_s=pairs_since * accelerator.num_processes / max(now - t_last, 1e-9))
                 if grad_norm is not None:
                     row["grad_norm"] = float(grad_norm)
+                if cfg.skip_nonfinite:
+                    row["nonfinite_skipped"] = state.nonfinite_skipped
                 t_last, pairs_since = now, 0
                 if metrics_log is not None:
                     metrics_log.append(row)
@@ -222,7 +502,7 @@ def run_loop(*, accelerator, model, optimizer, scheduler, dataset, collate_fn, s
                 bar.set_postfix(loss=f"{row['loss']:.4f}", refresh=False)
                 if on_log is not None:
                     on_log(row)
-            window = []
+            window, step_rows, bad = [], [], None
             if cfg.save_steps > 0 and state.step % cfg.save_steps == 0 and state.step < total_steps:
                 _save_checkpoint(accelerator, run_dir, state, cfg.save_total_limit)
             if state.step >= total_steps:

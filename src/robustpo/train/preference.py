@@ -101,32 +101,65 @@ class TrainResult:
     steps: int
 
 
-def train_preference(cfg: RunConfig, *, resume: bool = False, overwrite: bool = False) -> TrainResult:
-    """Run a preference training job: the final model is saved under OUTPUT_DIR/final."""
-    from accelerate.utils import set_seed
+# Everything a preference run writes in OUTPUT_DIR (robustpo.train.loop.RunLayout).
+PREFERENCE_RUN_FILES = ("final", "checkpoints", "metrics.jsonl", "train_summary.json", "config.yaml",
+                        "config_changes.jsonl", "inputs.json", "base_model", "reference_cache")
 
-    from robustpo.data.collate import collate_pairs, collate_shared
+
+def preference_layout():
+    from robustpo.train.loop import RunLayout, has_steps, tracker_logs
+
+    return RunLayout(owned=PREFERENCE_RUN_FILES, what="a run", also_owned=tracker_logs,
+                     progress=lambda d: (d / "final").exists() or (d / "train_summary.json").exists() or has_steps(d),
+                     other=lambda d: "a reward run (robustpo reward train)" if (d / "family.json").exists()
+                     or (d / "members").is_dir() else None)
+
+
+def check_trainable_precision(model) -> None:
+    """float16 trainable weights (e.g. `model.dtype: auto` on a float16 checkpoint) are refused
+    like `model.dtype: float16` at load: no update of them survives without loss scaling."""
+    from robustpo.config import PRECISION
+
+    if any(p.requires_grad and p.dtype == torch.float16 for p in model.parameters()):
+        raise ConfigError(f"{PRECISION.key} must {PRECISION.must} (the loaded weights to train are float16)")
+
+
+def train_preference(cfg: RunConfig, *, resume: bool = False, overwrite: bool = False,
+                     allow_changes: bool = False) -> TrainResult:
+    """Run a preference training job: the final model is saved under OUTPUT_DIR/final.
+
+    Everything that can be checked without a model is checked before OUTPUT_DIR is touched:
+    config values and paths (train.loop.preflight), then the data. OUTPUT_DIR is then locked
+    for the whole run (train.loop.run_folder)."""
     from robustpo.data.schema import load_preferences
-    from robustpo.data.tokenize import tokenize_pairs
-    from robustpo.models import load_causal_lm, load_tokenizer, materialize_base
-    from robustpo.train import refcache
-    from robustpo.train.loop import make_accelerator, open_run_dir, run_loop, total_optimizer_steps
+    from robustpo.train.loop import make_accelerator, preflight, run_folder
 
-    tc = cfg.train
+    preflight(cfg)
     spec = cfg.loss.spec
-    regularizers = [(r.spec, r.params) for r in cfg.regularizers]
-    if not cfg.data.train:
-        raise ConfigError("data.train is required (a file, a saved dataset folder or a hub id)")
-    run_dir = Path(tc.output_dir)
-    accelerator = make_accelerator(tc, run_dir)
-    open_run_dir(accelerator, run_dir, cfg, resume=resume, overwrite=overwrite,
-                 evidence=("final", "checkpoints", "metrics.jsonl"))
-    set_seed(tc.seed)
-
     rows, report = load_preferences(cfg.data.train, split=cfg.data.split, fmt=cfg.data.format,
                                     strict=cfg.data.strict, drop_empty=cfg.data.drop_empty,
                                     max_rows=cfg.data.max_rows)
     _check_requirements(spec, report, cfg.data.train)
+    run_dir = Path(cfg.train.output_dir)
+    accelerator = make_accelerator(cfg.train, run_dir)
+    with run_folder(accelerator, run_dir, cfg, preference_layout(), resume=resume, overwrite=overwrite,
+                    allow_changes=allow_changes):
+        return _train(cfg, accelerator, run_dir, rows, report, resume)
+
+
+def _train(cfg: RunConfig, accelerator, run_dir: Path, rows: list, report, resume: bool) -> TrainResult:
+    from accelerate.utils import set_seed
+
+    from robustpo.data.collate import collate_pairs, collate_shared
+    from robustpo.data.tokenize import tokenize_pairs
+    from robustpo.models import load_causal_lm, load_tokenizer, materialize_base
+    from robustpo.train import refcache
+    from robustpo.train.loop import run_loop, total_optimizer_steps
+
+    tc = cfg.train
+    spec = cfg.loss.spec
+    regularizers = [(r.spec, r.params) for r in cfg.regularizers]
+    set_seed(tc.seed)
     accelerator.print(report.summary())
     if accelerator.num_processes > 1:
         accelerator.print(f"{accelerator.num_processes} processes ({accelerator.distributed_type.value}); "
@@ -146,6 +179,7 @@ def train_preference(cfg: RunConfig, *, resume: bool = False, overwrite: bool = 
     accelerator.print(stats.summary())
 
     policy = load_causal_lm(base, cfg.model)
+    check_trainable_precision(policy)
     model = ResponseLogps(policy, tc.response_only_projection)
     shared = tc.prefix_sharing and supports_prefix_sharing(policy)
     if tc.prefix_sharing and not shared:
@@ -185,10 +219,11 @@ def train_preference(cfg: RunConfig, *, resume: bool = False, overwrite: bool = 
     step_fn = make_step_fn(spec, cfg.loss.params, regularizers, reference_fn)
     state = run_loop(accelerator=accelerator, model=model, optimizer=optimizer, scheduler=scheduler, dataset=items,
                      collate_fn=collate, step_fn=step_fn, cfg=tc, run_dir=run_dir, total_steps=total,
-                     resume=resume, on_log=on_log, lengths=[item_length(it) for it in items])
+                     resume=resume, on_log=on_log, lengths=[item_length(it) for it in items], source=cfg.data.train)
     final, lm = save_run(accelerator, model, tokenizer, run_dir, {
         "data": {**report.__dict__, "formats": dict(report.formats)}, "truncation": stats.as_dict(),
-        "steps": state.step, "loss": cfg.loss.name, "collapse_warning": collapse["warned"]})
+        "steps": state.step, "loss": cfg.loss.name, "collapse_warning": collapse["warned"],
+        "nonfinite_skipped": state.nonfinite_skipped})
     accelerator.end_training()  # last: it also tears down the process group
     return TrainResult(final, lm, state.step)
 
@@ -199,14 +234,18 @@ def save_run(accelerator, model, tokenizer, run_dir: Path, summary: dict):
     Returns (folder, the saved `transformers` model)."""
     from robustpo.data.io import atomic_dir, write_json_atomic
     from robustpo.models import save_final
+    from robustpo.train.loop import CONFIG_CHANGES, check_finite_weights
 
     accelerator.wait_for_everyone()
     final = run_dir / "final"
     lm = accelerator.unwrap_model(model).lm
+    check_finite_weights(lm, "final/")
     if accelerator.is_main_process:
         with atomic_dir(final) as tmp:
             lm = save_final(lm, tokenizer, tmp)
             (tmp / "robustpo_config.yaml").write_text((run_dir / "config.yaml").read_text())
+            if (run_dir / CONFIG_CHANGES).exists():   # values changed on a --resume --allow-changes
+                (tmp / CONFIG_CHANGES).write_text((run_dir / CONFIG_CHANGES).read_text())
         write_json_atomic(run_dir / "train_summary.json", summary)
         accelerator.print(f"saved {final}")
     accelerator.wait_for_everyone()

@@ -91,7 +91,7 @@ def initial_scalars(module: RewardModule, items: list, collate, batch_size: int,
 
 
 def _load_rows(cfg: RewardRunConfig, source: str):
-    from robustpo.data.schema import load_preferences
+    from robustpo.data.schema import FLOAT32_MAX, load_preferences
 
     d = cfg.data
     rows, report = load_preferences(source, split=d.split, fmt=d.format, strict=d.strict, drop_empty=d.drop_empty,
@@ -99,9 +99,9 @@ def _load_rows(cfg: RewardRunConfig, source: str):
     if cfg.reward.use_margin:
         for r in rows:
             m = r.get("margin")
-            if isinstance(m, bool) or not isinstance(m, (int, float)) or not np.isfinite(m):
-                raise DataError(f"reward.use_margin needs a finite number here, got {m!r}", file=source,
-                                row=r["index"], field="margin")
+            if isinstance(m, bool) or not isinstance(m, (int, float)) or not abs(m) <= FLOAT32_MAX:
+                raise DataError(f"reward.use_margin needs a finite number here (float32: within ±3.4e38), got {m!r}",
+                                file=source, row=r["index"], field="margin")
     return rows, report
 
 
@@ -214,7 +214,8 @@ def train_member(accelerator, cfg: RewardRunConfig, plan: MemberPlan, base: str,
     from robustpo.models import save_final, transformers_model
     from robustpo.rewards.family import quiet_transformers
     from robustpo.rewards.pooling import CONFIG_KEY
-    from robustpo.train.loop import run_loop, total_optimizer_steps
+    from robustpo.train.loop import check_finite_weights, run_loop, total_optimizer_steps
+    from robustpo.train.preference import check_trainable_precision
 
     run_dir, out_dir = family_dir / "runs" / plan.name, family_dir / "members" / plan.name
     tc = dataclasses.replace(cfg.train, seed=plan.seed, output_dir=str(run_dir))
@@ -225,6 +226,7 @@ def train_member(accelerator, cfg: RewardRunConfig, plan: MemberPlan, base: str,
     confound = cfg.reward.confound
     r = cfg.reward
     model = load_reward_backbone(base, plan.num_labels, cfg.model, tokenizer.pad_token_id, plan.seed, r.head)
+    check_trainable_precision(model)
     module = RewardModule(model, r.head, r.pooling, plan.num_labels, plan.debias)
     collate = make_collate(tokenizer.pad_token_id)
     scale0, coef0 = initial_scalars(module, plan.items, collate, r.eval_batch_size, accelerator.device)
@@ -247,10 +249,13 @@ def train_member(accelerator, cfg: RewardRunConfig, plan: MemberPlan, base: str,
     state = run_loop(accelerator=accelerator, model=module, optimizer=optimizer, scheduler=scheduler,
                      dataset=plan.items, collate_fn=collate,
                      step_fn=make_step_fn(cfg.reward.center_coef, cfg.reward.use_margin, decorrelate),
-                     cfg=tc, run_dir=run_dir, total_steps=total, resume=resume, on_log=last.update)
+                     cfg=tc, run_dir=run_dir, total_steps=total, resume=resume, on_log=last.update,
+                     source=cfg.data.train, saves=f"members/{plan.name}")
     accelerator.wait_for_everyone()
     trained = accelerator.unwrap_model(module)
+    check_finite_weights(trained, f"members/{plan.name}")
     summary = {"steps": state.step, "seed": plan.seed, "heads": plan.num_labels,
+               "nonfinite_skipped": state.nonfinite_skipped,
                "loop_seconds": round(time.perf_counter() - started, 3),   # this process's share, if resumed
                "final_train_metrics": {k: last[k] for k in ("loss", "accuracy", "margin") if k in last}}
     summary["initial"] = {"scale": scale0, "confound_coef": coef0}
@@ -343,15 +348,38 @@ def _manifest_members(cfg, plans, summaries, family_dir) -> list[dict]:
     return members
 
 
-def train_reward_family(cfg: RewardRunConfig, *, resume: bool = False, overwrite: bool = False) -> Path:
-    """Train the reward model(s) of `cfg`, write the family folder (train.output_dir), return it."""
-    from robustpo.data.tokenize import tokenize_pairs
-    from robustpo.models import load_tokenizer, materialize_base
-    from robustpo.rewards.family import write_manifest
-    from robustpo.train.loop import make_accelerator, open_run_dir
+# Everything a reward run writes in OUTPUT_DIR (robustpo.train.loop.RunLayout).
+REWARD_RUN_FILES = ("family.json", "members", "runs", "base_model", "config.yaml", "config_changes.jsonl",
+                    "inputs.json")
 
+
+def _reward_progress(family_dir: Path) -> bool:
+    from robustpo.train.loop import has_steps
+
+    runs = [d for d in (family_dir / "runs").glob("*") if d.is_dir()]
+    return ((family_dir / "family.json").exists() or any((family_dir / "members").glob("*"))
+            or any((d / "summary.json").exists() or has_steps(d) for d in runs))
+
+
+def reward_layout():
+    from robustpo.train.loop import RunLayout
+
+    return RunLayout(owned=REWARD_RUN_FILES, progress=_reward_progress, what="a reward run",
+                     other=lambda d: "a preference run (robustpo train)" if (d / "final").exists()
+                     or (d / "train_summary.json").exists() or (d / "checkpoints").is_dir() else None)
+
+
+def train_reward_family(cfg: RewardRunConfig, *, resume: bool = False, overwrite: bool = False,
+                        allow_changes: bool = False) -> Path:
+    """Train the reward model(s) of `cfg`, write the family folder (train.output_dir), return it.
+
+    As for preference training, config values, paths and data are all checked before
+    OUTPUT_DIR is touched, and OUTPUT_DIR is locked for the whole run (train.loop.run_folder)."""
+    from robustpo.train.loop import make_accelerator, preflight, run_folder
+
+    preflight(cfg)
     check_config(cfg)
-    tc, fam, confound = cfg.train, cfg.reward.family, cfg.reward.confound
+    tc = cfg.train
     family_dir = Path(tc.output_dir)
     rows, report = _load_rows(cfg, cfg.data.train)
     if cfg.reward.heldout:
@@ -360,8 +388,18 @@ def train_reward_family(cfg: RewardRunConfig, *, resume: bool = False, overwrite
         train_rows, held_rows = split_heldout(rows, cfg.reward.heldout_fraction, tc.seed)
 
     accelerator = make_accelerator(tc, family_dir)
-    open_run_dir(accelerator, family_dir, cfg, resume=resume, overwrite=overwrite, what="a reward run",
-                 evidence=("family.json", "runs", "members"), cleared=("base_model", "config.yaml"))
+    with run_folder(accelerator, family_dir, cfg, reward_layout(), resume=resume, overwrite=overwrite,
+                    allow_changes=allow_changes):
+        return _train_family(cfg, accelerator, family_dir, report, train_rows, held_rows, resume)
+
+
+def _train_family(cfg: RewardRunConfig, accelerator, family_dir: Path, report, train_rows, held_rows,
+                  resume: bool) -> Path:
+    from robustpo.data.tokenize import tokenize_pairs
+    from robustpo.models import load_tokenizer, materialize_base
+    from robustpo.rewards.family import write_manifest
+
+    tc, fam, confound = cfg.train, cfg.reward.family, cfg.reward.confound
     accelerator.print(f"{report.summary()}; {len(train_rows)} for training, {len(held_rows)} held out")
 
     texts = lambda: (str(t) for r in train_rows for t in (r["prompt"], r["chosen"], r["rejected"]))  # noqa: E731
