@@ -5,6 +5,8 @@
     robustpo label --judge SPEC --in pairs.jsonl --out relabelled.jsonl
 
 All three resume: rerun the same command after a crash and it continues where it stopped.
+Each holds an exclusive lock on OUT (`OUT.lock`, robustpo/locks.py) for the whole command,
+so a second process on the same OUT stops at once with the holder's pid.
 """
 
 from __future__ import annotations
@@ -81,6 +83,13 @@ def _report(summary, args, what: str) -> None:
 
 
 def cmd_generate(args) -> int:
+    from robustpo.locks import exclusive_output
+
+    with exclusive_output(args.out, what="robustpo generate"):
+        return _generate(args)
+
+
+def _generate(args) -> int:
     from robustpo.generate.sampling import SamplingSettings, generate_file, load_sampler
 
     settings = SamplingSettings(n=args.n, temperature=args.temperature, top_p=args.top_p,
@@ -95,6 +104,14 @@ def cmd_generate(args) -> int:
 
 
 def cmd_rank(args) -> int:
+    from robustpo.locks import exclusive_output
+
+    # Locked before anything is opened: the judge's cache and the log are OUT's side files too.
+    with exclusive_output(args.out, what="robustpo rank"):
+        return _rank(args)
+
+
+def _rank(args) -> int:
     from robustpo.generate.rank import rank_file
 
     judge = _judge_from_args(args)
@@ -107,6 +124,13 @@ def cmd_rank(args) -> int:
 
 
 def cmd_label(args) -> int:
+    from robustpo.locks import exclusive_output
+
+    with exclusive_output(args.out, what="robustpo label"):
+        return _label(args)
+
+
+def _label(args) -> int:
     from robustpo.generate.rank import label_file
 
     judge = _judge_from_args(args)
