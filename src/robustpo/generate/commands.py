@@ -6,7 +6,8 @@
 
 All three resume: rerun the same command after a crash and it continues where it stopped.
 Each holds an exclusive lock on OUT (`OUT.lock`, robustpo/locks.py) for the whole command,
-so a second process on the same OUT stops at once with the holder's pid.
+so a second process on the same OUT stops at once with the holder's pid. Until every input
+row is done the rows are in `OUT.partial`; OUT appears (atomically) only when complete.
 """
 
 from __future__ import annotations
