@@ -45,10 +45,13 @@ def exclusive_output(path: str | os.PathLike, what: str = "robustpo") -> Iterato
     """Hold an exclusive lock on `path` (a file or folder) until the block ends; yields the lock file."""
     path = Path(path)
     lock = Path(str(path) + ".lock")
-    lock.parent.mkdir(parents=True, exist_ok=True)
     deadline = time.monotonic() + 2.0
     while True:
-        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            lock.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            raise RobustpoError(f"cannot create the lock file {lock} for {path}: {e.strerror}") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -101,3 +101,11 @@ def test_a_live_holder_is_named_by_every_command(tmp_path, capsys):
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_an_output_folder_that_cannot_be_written_is_a_clear_error(tmp_path, capsys):
+    src = write_jsonl(tmp_path / "samples.jsonl", SAMPLES)
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    assert run_cli(["rank", "--judge", LONGER, "--in", src, "--out", blocker / "pairs.jsonl", "--no-progress"]) == 2
+    assert f"cannot create the lock file {blocker / 'pairs.jsonl.lock'}" in capsys.readouterr().err
