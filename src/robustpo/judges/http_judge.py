@@ -17,8 +17,9 @@ Reliability, because judging thousands of pairs over a network is where jobs die
 - redirects are never followed, to another origin or the same one: a 3xx is an error naming
   where it pointed, and nothing (no request, no key) is sent there;
 - credentials are never printed: the API key (environment variable `api_key_env`, sent as
-  `Authorization: Bearer`), a user:password in the URL (sent as HTTP Basic when no key is
-  set) and the values of the URL's query are replaced by `***` in every message;
+  `Authorization: Bearer`), a user:password in the URL (sent as HTTP Basic, instead of the
+  key), the Authorization header as sent and the values of the URL's query are replaced by
+  `***` in every message, even when a server echoes them back;
 - replies whose verdict cannot be read are asked again up to `parse_retries` times, then
   counted as a tie (0.5) and recorded as unparsed: a verdict is never guessed;
 - every verdict is appended to an on-disk cache (JSONL, one flushed line each) keyed by the
