@@ -4,7 +4,9 @@
 output file (lock file `<file>.lock`, beside it). The lock is an `fcntl.flock` on that file,
 which the OS releases when the holder exits, however it exits (`kill -9` included); the
 holder's pid is written inside so that a second process can say who holds it. A lock file
-left by a dead process is therefore simply taken over. Where `flock` is unavailable (no
+left by a dead process is therefore simply taken over, and so is one still flocked while the
+pid written in it is dead (a child that inherited the descriptor outlived its robustpo
+parent). Where `flock` is unavailable (no
 `fcntl`, or a file system that refuses it) the lock falls back to creating the file
 exclusively, and a file whose pid is no longer alive is taken over.
 
@@ -22,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import time
 from pathlib import Path
 from typing import Iterator
 
@@ -84,14 +87,26 @@ def _write_pid(fd: int) -> None:
 
 def _acquire_flock(lock: Path, what: str, path: Path) -> int | None:
     """The locked file descriptor, or None when this file system does not support flock."""
+    deadline = time.monotonic() + 2.0   # for a holder that has locked but not yet written its pid
     while True:
-        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            raise RobustpoError(f"cannot create the lock file {lock} for {what} {path}: {e.strerror}") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as e:
             os.close(fd)
             if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                raise _locked(what, path, lock, _read_pid(lock)) from None
+                pid = _read_pid(lock)
+                if pid is not None and not _alive(pid):   # flocked by an orphan of a dead robustpo process
+                    with contextlib.suppress(FileNotFoundError):
+                        lock.unlink()
+                    continue
+                if pid is None and time.monotonic() < deadline:
+                    time.sleep(0.02)
+                    continue
+                raise _locked(what, path, lock, pid) from None
             if e.errno in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
                 return None
             raise
@@ -137,7 +152,10 @@ def exclusive_output(path: str | os.PathLike, what: str = "output", *, folder: b
     if folder:
         path.mkdir(parents=True, exist_ok=True)
     lock = lock_path(path, folder)
-    lock.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        lock.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise RobustpoError(f"cannot create the lock file {lock} for {what} {path}: {e.strerror}") from None
     fd = _acquire_flock(lock, what, path) if fcntl is not None else None
     flocked = fd is not None
     if fd is None:

@@ -23,3 +23,23 @@ def slow_logged_longer(prompts, first, second):
 
 def always_tie(prompts, first, second):
     return [0.5] * len(prompts)
+
+
+def blocked_longer(prompts, first, second):
+    """Like longer_is_better, but first touches $JUDGE_STARTED and waits for $JUDGE_RELEASE to exist."""
+    from pathlib import Path
+
+    Path(os.environ["JUDGE_STARTED"]).touch()
+    deadline = time.time() + 60
+    while not Path(os.environ["JUDGE_RELEASE"]).exists() and time.time() < deadline:
+        time.sleep(0.02)
+    return longer_is_better(prompts, first, second)
+
+
+def fails_on_prompt(prompts, first, second):
+    """Like longer_is_better, but raises (as a dead judge would) when a prompt equals $FAIL_PROMPT."""
+    from robustpo.judges.base import JudgeError
+
+    if os.environ.get("FAIL_PROMPT") in prompts:
+        raise JudgeError(f"judge failed on {os.environ['FAIL_PROMPT']}")
+    return longer_is_better(prompts, first, second)

@@ -100,9 +100,10 @@ def test_killed_generate_resumes_without_resampling(tiny_policy_dir, prompts_fil
     out = tmp_path / "resumed.jsonl"
     with pytest.raises(Crash):
         run_cli(gen_args(tiny_policy_dir, prompts_file, out))
-    assert len(read_jsonl(out)) == 4  # two whole batches of two prompts
+    partial = tmp_path / "resumed.jsonl.partial"
+    assert not out.exists() and len(read_jsonl(partial)) == 4  # two whole batches of two prompts, not in OUT
     # Simulate also a torn last line (a kill in the middle of a write).
-    with open(out, "a") as f:
+    with open(partial, "a") as f:
         f.write('{"prompt": "Question: what is 4 plus')
 
     def counting(self, prompts, s, seed):
@@ -114,6 +115,7 @@ def test_killed_generate_resumes_without_resampling(tiny_policy_dir, prompts_fil
     assert run_cli(gen_args(tiny_policy_dir, prompts_file, out)) == 0
     assert len(sampled) == 1 and len(sampled[0]) == 2  # only the last batch was sampled again
     assert out.read_text() == full.read_text()         # identical to the uninterrupted run
+    assert not partial.exists()
     # Rerunning a finished job samples nothing.
     sampled.clear()
     assert run_cli(gen_args(tiny_policy_dir, prompts_file, out)) == 0
@@ -159,8 +161,10 @@ def test_sigkilled_generate_resumes_to_the_uninterrupted_result(tiny_policy_dir,
     out = tmp_path / "killed.jsonl"
     env = dict(os.environ, OMP_NUM_THREADS="1")
     proc = subprocess.Popen(cli_command(args + ["--out", out]), env=env, stderr=subprocess.DEVNULL)
-    kill_when(proc, lambda: out.exists() and out.read_text().count("\n") >= 3, timeout=120)
-    written = out.read_text().count("\n")
+    partial = tmp_path / "killed.jsonl.partial"
+    kill_when(proc, lambda: partial.exists() and partial.read_text().count("\n") >= 3, timeout=120)
+    written = partial.read_text().count("\n")
     assert 3 <= written < 40, "the run must be killed partway"
+    assert not out.exists()  # a killed run leaves no samples file that looks whole
     assert subprocess.run(cli_command(args + ["--out", out]), env=env, stderr=subprocess.DEVNULL).returncode == 0
     assert out.read_text() == full.read_text()

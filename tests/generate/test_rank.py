@@ -123,6 +123,7 @@ def test_killed_rank_run_resumes_without_repeating_finished_prompts(tmp_path, mo
     kill_when(proc, lambda: state.exists() and len(state.read_text().splitlines()) >= 4, timeout=60)
     finished = {r["unit"] for r in read_jsonl(state)}
     assert 4 <= len(finished) < 12, "the run must be killed partway"
+    assert not out.exists() and (tmp_path / "pairs.jsonl.partial").exists()  # nothing looks complete
 
     env["RUN"] = "2"
     assert subprocess.run(cli_command(argv), env=env, stderr=subprocess.DEVNULL).returncode == 0
@@ -170,17 +171,20 @@ def test_resumable_output_drops_rows_of_an_unfinished_unit_and_torn_lines(tmp_pa
     from robustpo.generate.resume import ResumableOutput
 
     out = tmp_path / "pairs.jsonl"
+    partial = tmp_path / "pairs.jsonl.partial"
     with ResumableOutput(out, {"a": 1}) as res:
         res.finish(0, [{"x": 0, "meta": {"source_row": 0}}], {})
         res.finish(1, [{"x": 1, "meta": {"source_row": 1}}, {"x": 2, "meta": {"source_row": 1}}], {})
+    assert not out.exists()  # not complete(): the rows stay in OUT.partial
     # A kill after unit 2's first row, before its state line, in the middle of its second row:
-    with open(out, "a") as f:
+    with open(partial, "a") as f:
         f.write('{"x": 3, "meta": {"source_row": 2}}\n{"x": 4, "me')
     with open(str(out) + ".state.jsonl", "a") as f:
         f.write('{"unit": 2, "sett')
     with ResumableOutput(out, {"a": 1}) as res:
         assert sorted(res.done) == [0, 1] and res.rows_resumed == 3
-    assert [r["x"] for r in read_jsonl(out)] == [0, 1, 2]
+        res.complete()
+    assert [r["x"] for r in read_jsonl(out)] == [0, 1, 2] and not partial.exists()
     # A file this command did not write is never silently rewritten.
     foreign = write_jsonl(tmp_path / "foreign.jsonl", [{"prompt": "p", "chosen": "a", "rejected": "b"}])
     from robustpo.errors import ConfigError

@@ -23,8 +23,8 @@ class ChatServer:
         with urllib.request.urlopen(req, timeout=5) as r:
             return json.loads(r.read())
 
-    def script(self, queue=(), default="ok", delay=3.0):
-        self._call("/control", {"queue": list(queue), "default": default, "delay": delay})
+    def script(self, queue=(), default="ok", delay=3.0, location=None):
+        self._call("/control", {"queue": list(queue), "default": default, "delay": delay, "location": location})
 
     def stats(self):
         return self._call("/stats")
@@ -34,8 +34,7 @@ class ChatServer:
         return self.stats()["requests"]
 
 
-@pytest.fixture(scope="module")
-def chat_server():
+def _serve():
     proc = subprocess.Popen([sys.executable, str(HERE / "chat_server.py")], stdout=subprocess.PIPE)
     try:
         port = int(proc.stdout.readline())
@@ -43,6 +42,17 @@ def chat_server():
     finally:
         proc.kill()
         proc.wait()
+
+
+@pytest.fixture(scope="module")
+def chat_server():
+    yield from _serve()
+
+
+@pytest.fixture(scope="module")
+def other_chat_server():
+    """A second server process, on another port (another origin)."""
+    yield from _serve()
 
 
 @pytest.fixture

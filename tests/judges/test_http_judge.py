@@ -67,7 +67,7 @@ def test_server_errors_are_retried_with_exponential_backoff(server):
 
 def test_rate_limits_wait_at_least_retry_after(server):
     server.script(queue=["429"], delay=0.3)
-    judge = make(server, backoff=0.01, concurrency=1)
+    judge = make(server, backoff=0.01, backoff_max=1.0, concurrency=1)  # Retry-After is within the cap
     assert judge.compare(["q"], ["longer"], ["s"]) == [1.0]
     log = server.stats()["log"]
     assert [e["action"] for e in log] == ["429", "ok"] and log[1]["t"] - log[0]["t"] >= 0.3

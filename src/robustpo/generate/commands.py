@@ -5,6 +5,9 @@
     robustpo label --judge SPEC --in pairs.jsonl --out relabelled.jsonl
 
 All three resume: rerun the same command after a crash and it continues where it stopped.
+Each holds an exclusive lock on OUT (`OUT.lock`, robustpo/locks.py) for the whole command,
+so a second process on the same OUT stops at once with the holder's pid. Until every input
+row is done the rows are in `OUT.partial`; OUT appears (atomically) only when complete.
 """
 
 from __future__ import annotations
@@ -81,6 +84,13 @@ def _report(summary, args, what: str) -> None:
 
 
 def cmd_generate(args) -> int:
+    from robustpo.locks import exclusive_output
+
+    with exclusive_output(args.out, what="output", folder=False):
+        return _generate(args)
+
+
+def _generate(args) -> int:
     from robustpo.generate.sampling import SamplingSettings, generate_file, load_sampler
 
     settings = SamplingSettings(n=args.n, temperature=args.temperature, top_p=args.top_p,
@@ -95,6 +105,14 @@ def cmd_generate(args) -> int:
 
 
 def cmd_rank(args) -> int:
+    from robustpo.locks import exclusive_output
+
+    # Locked before anything is opened: the judge's cache and the log are OUT's side files too.
+    with exclusive_output(args.out, what="output", folder=False):
+        return _rank(args)
+
+
+def _rank(args) -> int:
     from robustpo.generate.rank import rank_file
 
     judge = _judge_from_args(args)
@@ -107,6 +125,13 @@ def cmd_rank(args) -> int:
 
 
 def cmd_label(args) -> int:
+    from robustpo.locks import exclusive_output
+
+    with exclusive_output(args.out, what="output", folder=False):
+        return _label(args)
+
+
+def _label(args) -> int:
     from robustpo.generate.rank import label_file
 
     judge = _judge_from_args(args)

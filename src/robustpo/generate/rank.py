@@ -17,7 +17,10 @@ swapped. `meta.label` records the judge, `prob_chosen_better` (for the row as wr
 e.g. a judge whose reply could not be parsed, or two orders that cancel) keeps the row
 as it was and marks `tie: true`; `ties="drop"` leaves such rows out.
 
-Both commands are resumable (generate/resume.py): a rerun skips finished input rows.
+Both commands are resumable (generate/resume.py): a rerun skips finished input rows. Until
+every input row is done the output rows are in `OUT.partial` (a run stopped by a judge
+failure or a kill leaves no OUT); `OUT` appears, whole, when the last row is done. The
+comparison log holds each comparison once (tagged with its input row), resumed or not.
 """
 
 from __future__ import annotations
@@ -78,6 +81,8 @@ def _pending_chunks(res: ResumableOutput, rows: list[dict], in_path: str, chunk:
     _check_resumed(res, rows, "prompt", in_path)
     summary.resumed = len(res.done)
     todo = [i for i in range(len(rows)) if i not in res.done]
+    if todo:
+        res.reopen()
     bar = _progress(len(rows), len(res.done), desc, progress)
     for start in range(0, len(todo), chunk):
         units = todo[start:start + chunk]
@@ -103,6 +108,7 @@ def rank_file(in_path: str, out_path: str, judge, *, strategy: str = "tournament
         with ResumableOutput(out_path, settings, overwrite=overwrite) as res:
             for units in _pending_chunks(res, rows, in_path, chunk, "rank", progress, summary):
                 _rank_chunk(units, rows, judge, strategy, selection, both_orders, log, res, summary)
+            res.complete()
     finally:
         if log is not None:
             log.close()
@@ -128,7 +134,8 @@ def _rank_chunk(units, rows, judge, strategy, selection, both_orders, log, res, 
         def judge_batch(batch):
             prompts = [rows[units[s]]["prompt"] for s, _, _ in batch]
             both = judge_both_orders(judge, prompts, [texts[s][i] for s, i, _ in batch],
-                                     [texts[s][j] for s, _, j in batch], log=log, both_orders=both_orders)
+                                     [texts[s][j] for s, _, j in batch], log=log, both_orders=both_orders,
+                                     source_rows=[units[s] for s, _, _ in batch])
             for (s, _, _), d in zip(batch, both.disagreements):
                 calls[s] += 2 if both_orders else 1
                 disagree[s] += int(d)
@@ -185,6 +192,7 @@ def label_file(in_path: str, out_path: str, judge, *, both_orders: bool = True, 
         with ResumableOutput(out_path, settings, overwrite=overwrite) as res:
             for units in _pending_chunks(res, rows, in_path, chunk, "label", progress, summary):
                 _label_chunk(units, rows, judge, both_orders, ties, log, res, summary)
+            res.complete()
     finally:
         if log is not None:
             log.close()
@@ -194,7 +202,7 @@ def label_file(in_path: str, out_path: str, judge, *, both_orders: bool = True, 
 def _label_chunk(units, rows, judge, both_orders, ties, log, res, summary) -> None:
     both = judge_both_orders(judge, [rows[u]["prompt"] for u in units],
                              [rows[u]["chosen"] for u in units], [rows[u]["rejected"] for u in units],
-                             log=log, both_orders=both_orders)
+                             log=log, both_orders=both_orders, source_rows=list(units))
     for u, p, d in zip(units, both.probs, both.disagreements):
         row, tie, swapped = rows[u], p == TIE, p < TIE
         new = dict(row)

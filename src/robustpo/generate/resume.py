@@ -1,28 +1,55 @@
 """Resumable outputs for jobs whose units (prompts, pairs) may yield zero or many rows.
 
-`OUT` gets the data rows (each carrying `meta.source_row`, the unit it came from);
-`OUT.state.jsonl` gets one line per finished unit, written after the unit's rows. A unit
-is done when its state line exists. A killed job leaves at worst a unit whose rows are
-written but whose state line is not: on reopen those rows are dropped (the file is
-rewritten atomically) and the unit is redone, so the final output never holds a row
-twice and equals an uninterrupted run's output.
+While a job is unfinished its data rows (each carrying `meta.source_row`, the unit it
+came from) are in `OUT.partial`, never in `OUT`: a job that stops (a judge that is down, a
+kill) leaves no file that looks complete. `OUT.state.jsonl` gets one line per finished
+unit, written after the unit's rows; a unit is done when its state line exists. When every
+unit is done, `complete()` renames `OUT.partial` to `OUT` (atomic, after an fsync).
+
+A killed job leaves at worst a unit whose rows are written but whose state line is not:
+on reopen those rows are dropped (the file is rewritten atomically) and the unit is
+redone, so the final output never holds a row twice and equals an uninterrupted run's
+output. A rerun that finds a finished `OUT` and new units (the input grew) moves `OUT` back
+to `OUT.partial` (`reopen()`) once its checks pass, before the new work; a rerun with
+nothing to do, or refused by a check, leaves `OUT` untouched.
 """
 
 from __future__ import annotations
 
+import json
+import os
 from pathlib import Path
 
 from robustpo.data.io import AppendOnlyJsonl, fingerprint, write_jsonl_atomic
 from robustpo.errors import ConfigError
 
 
+def _complete_rows(path: Path) -> tuple[list[dict], bool]:
+    """The complete JSON lines of `path` (read only) and whether nothing follows them."""
+    rows, good = [], 0
+    with open(path, "rb") as f:
+        for raw in f:
+            if not raw.endswith(b"\n"):
+                break
+            try:
+                rows.append(json.loads(raw))
+            except json.JSONDecodeError:
+                break
+            good += len(raw)
+    return rows, good == path.stat().st_size
+
+
 class ResumableOutput:
     def __init__(self, path: str | Path, settings: dict, *, overwrite: bool = False):
         self.path = Path(path)
+        self.partial_path = self.path.with_name(self.path.name + ".partial")
         self.state_path = self.path.with_name(self.path.name + ".state.jsonl")
         if overwrite:
-            for p in (self.path, self.state_path):
+            for p in (self.path, self.partial_path, self.state_path):
                 p.unlink(missing_ok=True)
+        if self.path.exists() and self.partial_path.exists():
+            raise ConfigError(f"both {self.path} and {self.partial_path} exist, so which one is current is "
+                              "unknown; move one away, or use --overwrite to start again")
         self.settings_key = fingerprint(settings)
         self.state = AppendOnlyJsonl(self.state_path)
         self.done: dict[int, dict] = {}
@@ -33,33 +60,67 @@ class ResumableOutput:
                                   f"now {settings}. Use another --out, or --overwrite to start again")
             self.done[row["unit"]] = row
         self.settings = settings
-        out = AppendOnlyJsonl(self.path)
-        keep = [r for r in out.rows if (r.get("meta") or {}).get("source_row") in self.done]
-        if len(keep) != len(out.rows):
-            if not self.done and out.rows and not self.state.rows and not self._all_have_source(out.rows):
-                out.close()
-                self.state.close()
-                raise ConfigError(f"{self.path} already exists and was not written by this command; "
-                                  "use another --out or --overwrite")
-            out.close()
-            write_jsonl_atomic(self.path, keep)  # drop rows of a unit that never finished
-            out = AppendOnlyJsonl(self.path)
-        self.out = out
+        source = self.partial_path if self.partial_path.exists() else self.path if self.path.exists() else None
+        rows, clean = _complete_rows(source) if source is not None else ([], True)
+        if source == self.path and rows and not self.state.rows and not self._all_have_source(rows):
+            self.state.close()
+            raise ConfigError(f"{self.path} already exists and was not written by this command; "
+                              "use another --out or --overwrite")
+        keep = [r for r in rows if (r.get("meta") or {}).get("source_row") in self.done]
+        self._check_counts(keep, source)
+        if len(keep) != len(rows) or not clean:  # drop rows of a unit that never finished, and a torn line
+            if source == self.path:  # a finished OUT is never left holding part of a job
+                os.replace(self.path, self.partial_path)
+            write_jsonl_atomic(self.partial_path, keep)
+            source = self.partial_path
+        # A finished OUT stays where it is until a new row has to be written (see finish).
+        self.out = AppendOnlyJsonl(self.partial_path) if source != self.path else None
         self.rows_resumed = len(keep)
+
+    def _check_counts(self, keep: list[dict], source: Path | None) -> None:
+        """Every finished unit's rows must still be there (OUT deleted or edited by hand: refuse)."""
+        have: dict[int, int] = {}
+        for r in keep:
+            have[r["meta"]["source_row"]] = have.get(r["meta"]["source_row"], 0) + 1
+        for unit, info in self.done.items():
+            if "rows" in info and have.get(unit, 0) != info["rows"]:
+                self.state.close()
+                where = source if source is not None else f"{self.path} (absent)"
+                raise ConfigError(f"{where} holds {have.get(unit, 0)} rows of input row {unit + 1}, but "
+                                  f"{self.state_path} says {info['rows']} were written: the output was changed "
+                                  "or deleted by hand; use --overwrite to start again")
 
     @staticmethod
     def _all_have_source(rows: list[dict]) -> bool:
         return all("source_row" in (r.get("meta") or {}) for r in rows)
 
+    def reopen(self) -> None:
+        """Work remains (checked by the caller): a finished OUT goes back to OUT.partial now,
+        before any of that work, so that a run stopping in it leaves no OUT behind."""
+        if self.out is None:
+            os.replace(self.path, self.partial_path)
+            self.out = AppendOnlyJsonl(self.partial_path)
+
     def finish(self, unit: int, rows: list[dict], info: dict) -> None:
+        self.reopen()
         for r in rows:
             self.out.append(r)
+        info = {"rows": len(rows), **info}
         self.state.append({"unit": unit, "settings": self.settings_key,
                            **({"settings_detail": self.settings} if not self.done else {}), **info})
         self.done[unit] = info
 
+    def complete(self) -> None:
+        """Every unit is done: OUT.partial becomes OUT."""
+        if self.out is not None:
+            self.out.close()  # flushed and fsynced
+            self.out = None
+            os.replace(self.partial_path, self.path)
+
     def close(self) -> None:
-        self.out.close()
+        if self.out is not None:
+            self.out.close()
+            self.out = None
         self.state.close()
 
     def __enter__(self) -> "ResumableOutput":

@@ -19,6 +19,10 @@ batch finishes); a rerun skips every finished prompt and regenerates only unfini
 batches, with the same seeds, so the final file equals an uninterrupted run's. The one
 exception: a kill in the instant between two rows of the same batch makes the rerun
 sample that batch again to write its missing rows (finished rows are not rewritten).
+
+Until every prompt has its row, the rows are in `OUT.partial`, and `OUT` does not exist: a
+stopped or killed run never leaves a samples file that `robustpo rank` would take for a
+whole one. The last row written, `OUT.partial` is renamed to `OUT`.
 """
 
 from __future__ import annotations
@@ -161,31 +165,46 @@ def batch_seed(seed: int, first_index: int) -> int:
 def generate_file(prompts_path: str, out_path: str, sampler, settings: SamplingSettings, *, model_name: str,
                   overwrite: bool = False, progress: bool = True) -> dict:
     """Sample settings.n completions for every prompt not yet in `out_path`; returns counts."""
+    import os
     from pathlib import Path
 
     from tqdm import tqdm
 
     settings.check()
     prompts = read_prompts(prompts_path)
+    final = Path(out_path)
+    partial = final.with_name(final.name + ".partial")
     if overwrite:
-        Path(out_path).unlink(missing_ok=True)
+        final.unlink(missing_ok=True)
+        partial.unlink(missing_ok=True)
+    if final.exists() and partial.exists():
+        raise ConfigError(f"both {final} and {partial} exist, so which one is current is unknown; "
+                          "move one away, or use --overwrite to start again")
     key = {"model": model_name, "backend": sampler.name, "settings": {k: v for k, v in vars(settings).items()}}
     done: set[int] = set()
-    with AppendOnlyJsonl(out_path) as out:
+    # Rows go to OUT.partial until every prompt has its row; then it becomes OUT. A finished
+    # OUT (or one an older robustpo left unfinished) is read where it is.
+    source = partial if partial.exists() or not final.exists() else final
+    out = AppendOnlyJsonl(source)
+    try:
         for j, row in enumerate(out.rows):
             meta = row.get("meta") or {}
             got = {"model": meta.get("model"), "backend": meta.get("backend"), "settings": meta.get("settings")}
             if got != key:
-                raise ConfigError(f"{out_path} row {j + 1} was generated with other settings "
+                raise ConfigError(f"{source} row {j + 1} was generated with other settings "
                                   f"({_differences(got, key)}); use another --out, or --overwrite to start again")
             i = meta.get("index")
             if not isinstance(i, int) or i >= len(prompts) or meta.get("prompt_hash") != text_hash(prompts[i]):
-                raise ConfigError(f"{out_path} row {j + 1} does not match prompt {i} of {prompts_path}: "
+                raise ConfigError(f"{source} row {j + 1} does not match prompt {i} of {prompts_path}: "
                                   "the prompts file changed; use --overwrite to start again")
             done.add(i)
         bs = settings.batch_size
         grid = [list(range(b, min(b + bs, len(prompts)))) for b in range(0, len(prompts), bs)]
         todo_batches = [b for b in grid if any(i not in done for i in b)]
+        if todo_batches and source == final:  # more to write: OUT is not complete any more
+            out.close()
+            os.replace(final, partial)
+            source, out = partial, AppendOnlyJsonl(partial)
         bar = tqdm(total=len(prompts), initial=len(done), desc="generate", unit="prompt", disable=not progress,
                    dynamic_ncols=True)
         tokens, started, written = 0, time.perf_counter(), 0
@@ -202,5 +221,9 @@ def generate_file(prompts_path: str, out_path: str, sampler, settings: SamplingS
                 bar.update(1)
             bar.set_postfix(tok_per_s=f"{tokens / max(time.perf_counter() - started, 1e-9):.0f}")
         bar.close()
+    finally:
+        out.close()
+    if source == partial:
+        os.replace(partial, final)
     return {"prompts": len(prompts), "generated": written, "resumed": len(prompts) - written,
             "tokens": tokens, "seconds": time.perf_counter() - started}

@@ -22,8 +22,8 @@ JUDGE_SPEC_HELP = """judge spec grammar:
                                              labels=A,B, chat=auto|true|false, batch_size, device, max_length
   http://HOST/v1 | https://... | openai:URL  an OpenAI-compatible chat-completions endpoint; options: model,
                                              template, labels, system, concurrency, timeout, retries, backoff,
-                                             backoff_max, parse_retries, max_tokens, temperature, logprobs,
-                                             top_logprobs, cache=PATH, api_key_env
+                                             backoff_max, retry_budget, parse_retries, max_tokens,
+                                             temperature, logprobs, top_logprobs, cache=PATH, api_key_env
 """
 
 
@@ -67,5 +67,15 @@ def load_judge(spec: str, **options) -> Judge:
     except TypeError as e:  # an unknown option name reaches the constructor
         if "unexpected keyword" not in str(e):
             raise
-        raise ConfigError(f"bad option for judge '{spec}': {e}") from None
-    raise ConfigError(f"unknown judge spec '{spec}'\n{JUDGE_SPEC_HELP}")
+        raise ConfigError(f"bad option for judge '{_shown(spec)}': {e}") from None
+    raise ConfigError(f"unknown judge spec '{_shown(spec)}'\n{JUDGE_SPEC_HELP}")
+
+
+def _shown(spec: str) -> str:
+    """A spec as it may be printed: a URL's user:password and query values hidden."""
+    if "://" not in spec:
+        return spec
+    from robustpo.judges.http_judge import redact_url
+
+    head, sep, url = spec.partition(":") if spec.startswith("openai:") else ("", "", spec)
+    return f"{head}{sep}{redact_url(url)}"

@@ -102,8 +102,12 @@ class ComparisonLog:
     """Append-only JSONL record of every judged comparison (one flushed line each).
 
     Fields: judge, order ("ab": a shown first, "ba": b shown first), hashes of the prompt
-    and of the texts shown first and second, the raw reply, whether it parsed, and the
-    probability that the text shown first is better.
+    and of the texts shown first and second, the raw reply, whether it parsed, the
+    probability that the text shown first is better, and `source_row` (the input row it
+    was judged for) when known. Each comparison is written once: a comparison already in
+    the file (same judge, order, texts and source_row) is not written again, so a resumed
+    job that asks again for the comparisons of an unfinished row (its judge answers them
+    from its cache) leaves the same log as an uninterrupted run.
     """
 
     def __init__(self, path: str | Path):
@@ -111,12 +115,25 @@ class ComparisonLog:
 
         self._out = AppendOnlyJsonl(path)
         self._lock = threading.Lock()
+        self._seen = {self._key(r) for r in self._out.rows}
 
-    def record(self, judge_name: str, order: str, prompt, first, second, verdict: Verdict) -> None:
+    @staticmethod
+    def _key(row: dict) -> tuple:
+        return (row.get("judge"), row.get("order"), row.get("prompt_hash"), row.get("first_hash"),
+                row.get("second_hash"), row.get("source_row"))
+
+    def record(self, judge_name: str, order: str, prompt, first, second, verdict: Verdict,
+               source_row: int | None = None) -> None:
         row = {"judge": judge_name, "order": order, "prompt_hash": text_hash(prompt),
                "first_hash": text_hash(first), "second_hash": text_hash(second),
                "raw": verdict.raw, "parsed": verdict.parsed, "prob_first": verdict.prob}
+        if source_row is not None:
+            row["source_row"] = source_row
+        key = self._key(row)
         with self._lock:
+            if key in self._seen:
+                return
+            self._seen.add(key)
             self._out.append(row)
 
     def close(self) -> None:
@@ -143,11 +160,12 @@ class BothOrders:
 
 
 def judge_both_orders(judge, prompts: list, a: list, b: list, *, log: ComparisonLog | None = None,
-                      both_orders: bool = True) -> BothOrders:
+                      both_orders: bool = True, source_rows: list | None = None) -> BothOrders:
     """P(a better than b) for each item, judged in both orders and averaged (see module doc).
 
     With `both_orders=False` only the (a, b) order is asked (half the cost, biased judges
     stay biased); `prob_b_first` then mirrors `prob_a_first` and nothing can disagree.
+    `source_rows` (one per item) tags each logged comparison with the input row it serves.
     """
     n = len(prompts)
     if both_orders:
@@ -158,9 +176,10 @@ def judge_both_orders(judge, prompts: list, a: list, b: list, *, log: Comparison
         ba = None
     if log is not None:
         for i in range(n):
-            log.record(judge.name, "ab", prompts[i], a[i], b[i], ab[i])
+            unit = source_rows[i] if source_rows is not None else None
+            log.record(judge.name, "ab", prompts[i], a[i], b[i], ab[i], source_row=unit)
             if ba is not None:
-                log.record(judge.name, "ba", prompts[i], b[i], a[i], ba[i])
+                log.record(judge.name, "ba", prompts[i], b[i], a[i], ba[i], source_row=unit)
     p_ab = [v.prob for v in ab]
     p_ba = [1.0 - v.prob for v in ba] if ba is not None else list(p_ab)
     probs = [(x + y) / 2 for x, y in zip(p_ab, p_ba)]
