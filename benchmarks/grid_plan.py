@@ -35,6 +35,9 @@ BASELINES: dict[str, dict] = {
 # Family variants: the construction's own hyperparameters (weights, targets, λ), swept with β/γ.
 FAMILY_VARIANTS: dict[str, dict[str, dict]] = {
     "bootstrap": {"": demo.FAMILIES["bootstrap"]},
+    # the ablation: the likelihood reward model of the confound-aware families, without the
+    # confound (3 bootstrap members), to tell the reward model's share of a gain from the construction's
+    "lm_bootstrap": {"": demo.merged(demo.LM_RM, {"reward": {"family": {"size": 3, "mode": "bootstrap"}}})},
     "debiased": {"λ=1": demo.FAMILIES["debiased"],
                  "λ=0": demo.merged(demo.FAMILIES["debiased"], {"reward": {"confound": {"decorrelate": 0.0}}})},
     "span": {"w=0,.5,1": demo.FAMILIES["span"],

@@ -122,7 +122,8 @@ def plot_gain_vs_precondition(rows, budget, family_rows, n0, path: Path) -> None
     dpo = {(r["n"], r["rho"], r["seed"]): r["win_rate"] for r in rows if r["method"] == "dpo"}
     points = [r for r in rows if r.get("family_val_acc") is not None] + \
              [{**r, "n": n0} for r in budget]
-    for family, color in zip(("bootstrap", "debiased", "span", "reweight"), ("C3", "C0", "C2", "C1")):
+    for family, color in zip(("bootstrap", "lm_bootstrap", "debiased", "span", "reweight"),
+                             ("C3", "C4", "C0", "C2", "C1")):
         for obj, marker in (("distill", "o"), ("e_dpo", "^")):
             pts = [r for r in points if r["method"] == f"{obj}@{family}" and (r["n"], r["rho"], r["seed"]) in dpo]
             if pts:

@@ -41,6 +41,8 @@ RECIPES = {   # name -> (recipe, backbone width: the reference's 64, or a 128-wi
     "lm · mean, 4 epochs": (demo.merged(LM, {"train": {"epochs": 4}}), 64),
     "lm · sum log-likelihood": (demo.merged(LM, {"reward": {"pooling": "sum"}}), 64),
     "lm · mean, 128-wide LM": (LM, 128),
+    "lm · mean + product of experts only (length, decorrelate 0)":
+        (demo.merged(demo.FAMILIES["debiased"], {"reward": {"confound": {"decorrelate": 0.0}}}), 64),
     "lm · mean + debiased (length, decorrelate 1)": (demo.FAMILIES["debiased"], 64),
 }
 QUICK = ["score · last token (the first recipe)", "lm · mean log-likelihood (zero-shot, untrained)",

@@ -101,7 +101,7 @@ def prepare(job: dict) -> dict:
         out["families"][str(folder)] = {
             "accuracy": v["mean_of_members"]["accuracy"], "confound_corr": v["mean_of_members"]["confound_corr"],
             "best_member": max(m["accuracy"] for m in v["members"].values()), "members": fam.size,
-            "epochs": epochs, "width": width if epochs else None}
+            "kind": family, "variant": variant, "epochs": epochs, "width": width if epochs else None}
     out["imported"] = _imported()
     return out
 

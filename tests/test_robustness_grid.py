@@ -13,7 +13,8 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 import grid_plan  # noqa: E402
 import provenance  # noqa: E402
 
-RESULTS = ["benchmarks/results/robustness_grid", "benchmarks/results/reward_model_search"]
+RESULTS = ["benchmarks/results/robustness_grid", "benchmarks/results/reward_model_search",
+           "benchmarks/results/span_scale", "benchmarks/results/judge_load"]
 
 
 def read_csv(path):
@@ -32,10 +33,10 @@ def test_grid_quick_runs_every_method_and_family(quick_testbed, tmp_path):
     assert {"distill@bootstrap", "e_dpo@bootstrap", "distill@debiased", "e_dpo@span", "e_dpo@reweight",
             "length_dpo", "simpo"} <= {r["method"] for r in grid}
     families = {r["family"]: r for r in read_csv(out / "families.csv")}
-    assert set(families) == {"bootstrap", "debiased_λ=1", "span_w=0,.5,1", "reweight_t=.2,.5,.8"}
+    assert set(families) == {"bootstrap", "lm_bootstrap", "debiased_λ=1", "span_w=0,.5,1", "reweight_t=.2,.5,.8"}
     for r in grid:   # every distillation row carries the precondition of the family it was trained on
         if "@" in r["method"]:
-            family = next(f for name, f in families.items() if name.startswith(r["family"]))
+            (family,) = [f for f in families.values() if f["kind"] == r["family"]]
             assert float(r["family_val_acc"]) == float(family["accuracy"])
         else:
             assert r["family_val_acc"] == ""

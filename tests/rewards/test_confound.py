@@ -335,3 +335,33 @@ def test_confound_recipe_and_precondition_commands(tmp_path, capsys):
         assert f"{member['heldout']['confound_corr']:.3f}" in printed
     assert main(["reward", "eval", "--family", str(out), "--data", str(repo / "recipes/reward/data/reviews.jsonl")]) == 0
     assert "b̂" in capsys.readouterr().out
+
+
+def test_span_scale_slope_is_a_plain_models_slope_on_the_confound(tmp_path):
+    """`span_scale: slope`: ĉ = Σ Δr·Δφ̃ / Σ Δφ̃² (least squares through the origin) of a plain
+    model's margins on the training pairs, recomputed here with plain transformers on the plain
+    model's folder (members/plain-0) and φ̃ = (words − μ)/σ from family.json."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    rows = confounded_pairs(200, c=1.0, seed=11)
+    data = write_rows(tmp_path / "d.jsonl", rows)
+    cfg = reward_config(tmp_path / "family", data, size=1, mode="span", epochs=1, heldout_fraction=0.0,
+                        confound={"feature": "words", "debias": False, "decorrelate": 1.0})
+    cfg.reward.family.span_scale = "slope"
+    family = train_reward_family(cfg)
+    m = manifest(family)
+    assert [x["name"] for x in m["members"]] == ["w0", "w0.5", "w1"]
+    plain = family / "members" / "plain-0"
+    tok, model = AutoTokenizer.from_pretrained(plain), AutoModelForSequenceClassification.from_pretrained(plain).eval()
+
+    def r(prompt, response):
+        ids = tok(prompt, add_special_tokens=False)["input_ids"] + tok(response, add_special_tokens=False)["input_ids"]
+        with torch.no_grad():
+            return model(input_ids=torch.tensor([ids + [tok.eos_token_id]])).logits[0, 0].item()
+
+    dr = np.array([r(x["prompt"], x["chosen"]) - r(x["prompt"], x["rejected"]) for x in rows])
+    dphi = np.array([words(x["chosen"]) - words(x["rejected"]) for x in rows]) / m["confound"]["std"]
+    slope = float((dr * dphi).sum() / (dphi ** 2).sum())
+    for member in m["members"]:
+        assert member["made"]["span"]["scale"] == pytest.approx(slope, rel=1e-4, abs=1e-5)
+        assert member["confound_coef"] == pytest.approx(member["made"]["span"]["weight"] * slope, rel=1e-4, abs=1e-5)

@@ -71,7 +71,7 @@ FAMILIES: dict[str, dict] = {
     "debiased": merged(LM_RM, {"reward": {"confound": {**LENGTH, "decorrelate": 1.0}}}),
     "span": merged(LM_RM, {"reward": {"confound": {**LENGTH, "decorrelate": 1.0},
                                       "family": {"mode": "span", "weights": [0.0, 0.5, 1.0]}}}),
-    "reweight": merged(LM_RM, {"reward": {"confound": {**LENGTH, "debias": False},
+    "reweight": merged(LM_RM, {"reward": {"confound": {**LENGTH, "debias": False, "decorrelate": 0.0},
                                           "family": {"mode": "reweight", "targets": [0.2, 0.5, 0.8]}}}),
 }
 CANDIDATES = ("debiased", "span", "reweight")   # what validation picks from

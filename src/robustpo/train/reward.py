@@ -331,9 +331,10 @@ def _manifest_members(cfg, plans, summaries, family_dir) -> list[dict]:
                 "rows_file": f"runs/{plan.name}/data_rows.json"}
         folder = family_dir / "members" / plan.name
         if plan.role == "span-fit":
-            fitted = summaries[plan.name]["confound_coef_fitted"][0]
-            probe = summaries.get(plan.name.replace("fit-", "plain-"), {})
-            scale = fitted if fam.span_scale == "fitted" else probe["slope"]
+            if fam.span_scale == "fitted":
+                scale = summaries[plan.name]["confound_coef_fitted"][0]
+            else:
+                scale = summaries[plan.name.replace("fit-", "plain-")]["slope"]
             prefix = "" if fam.size == 1 else f"{plan.name}-"
             for w in fam.weights:
                 made = _made(cfg, plan, summaries[plan.name], 0) | {
