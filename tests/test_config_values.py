@@ -126,3 +126,76 @@ def test_a_hub_id_not_in_the_cache_is_refused_offline(tmp_path, capsys, monkeypa
         "robustpo train: error: model.name_or_path: Qwen/Qwen2.5-0.5B is not a local folder, and HF_HUB_OFFLINE=1 "
         "while the hub model is not in the local Hugging Face cache: download it first, or name a local folder\n")
     assert not run.exists()
+
+
+@pytest.fixture
+def empty_hub_cache(tmp_path, monkeypatch):
+    import huggingface_hub.constants
+
+    for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    return huggingface_hub.constants
+
+
+def _closed_port() -> int:
+    """A loopback port nothing listens on: bound, then released (connections to it are refused)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_a_hub_id_is_refused_when_the_hub_cannot_be_reached(tmp_path, capsys, monkeypatch, empty_hub_cache):
+    """No HF_HUB_OFFLINE, no network: one line before any work, not a traceback at load time after
+    retries. The hub is a loopback port where nothing listens, so the connection is really refused."""
+    endpoint = f"http://127.0.0.1:{_closed_port()}"
+    monkeypatch.setattr(empty_hub_cache, "ENDPOINT", endpoint)
+    run = tmp_path / "run"
+    assert main(["train", str(DPO), "--model.name_or_path=Qwen/Qwen2.5-0.5B", f"--train.output_dir={run}"]) == 2
+    assert capsys.readouterr().err == (
+        "robustpo train: error: model.name_or_path: Qwen/Qwen2.5-0.5B is not a local folder or in the local Hugging "
+        f"Face cache, and the hub ({endpoint}) cannot be reached: download it first, or name a local folder\n")
+    assert not run.exists()
+
+
+def test_a_reachable_hub_or_proxy_lets_a_hub_id_through(monkeypatch, empty_hub_cache):
+    """The check refuses only what cannot load: a hub that accepts connections passes, and so does an
+    unreachable hub behind a proxy that accepts them (the proxy is what the download would use)."""
+    import socket
+
+    from robustpo.models import check_model_source
+
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        listening = f"http://127.0.0.1:{server.getsockname()[1]}"
+        monkeypatch.setattr(empty_hub_cache, "ENDPOINT", listening)
+        check_model_source("Qwen/Qwen2.5-0.5B", "model.name_or_path")            # no error
+        monkeypatch.setattr(empty_hub_cache, "ENDPOINT", f"https://127.0.0.1:{_closed_port()}")
+        monkeypatch.setenv("HTTPS_PROXY", listening)
+        monkeypatch.setenv("NO_PROXY", "")
+        check_model_source("Qwen/Qwen2.5-0.5B", "model.name_or_path")            # no error: through the proxy
+
+
+@pytest.mark.parametrize("command,key", [
+    (["generate", "--model", "Qwen/Qwen2.5-0.5B", "--prompts", "PROMPTS", "--out", "OUT"], "--model"),
+    (["eval", "--policy", "Qwen/Qwen2.5-0.5B", "--reference", "Qwen/Qwen2.5-0.5B", "--prompts", "PROMPTS",
+      "--out", "OUT"], "--policy Qwen2.5-0.5B"),
+])
+def test_commands_that_load_a_model_refuse_an_unreachable_hub_first(tmp_path, capsys, monkeypatch, empty_hub_cache,
+                                                                    command, key):
+    """The same check in front of every command that loads a model (today `generate` spends ~50 s
+    in the hub client's retries before failing)."""
+    endpoint = f"http://127.0.0.1:{_closed_port()}"
+    monkeypatch.setattr(empty_hub_cache, "ENDPOINT", endpoint)
+    (tmp_path / "prompts.jsonl").write_text('{"prompt": "hi"}\n')
+    out = tmp_path / "out"
+    args = [a.replace("PROMPTS", str(tmp_path / "prompts.jsonl")).replace("OUT", str(out)) for a in command]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err == (f"robustpo {command[0]}: error: {key}: Qwen/Qwen2.5-0.5B is not a local folder or in the local "
+                   f"Hugging Face cache, and the hub ({endpoint}) cannot be reached: download it first, or name a "
+                   "local folder\n")
+    assert not list(tmp_path.glob("out*"))         # no output, lock or partial file

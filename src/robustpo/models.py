@@ -64,12 +64,38 @@ def check_model_source(name: str | None, key: str, files: tuple[str, ...] = ("co
         validate_repo_id(name)
     except HFValidationError:
         raise ConfigError(f"{key}: {name} is not a folder, and not a hub id (name or namespace/name)") from None
-    if _offline():
-        from huggingface_hub import try_to_load_from_cache
+    from huggingface_hub import try_to_load_from_cache
 
-        if not any(isinstance(try_to_load_from_cache(name, f), str) for f in (*files, "tokenizer_config.json")):
-            raise ConfigError(f"{key}: {name} is not a local folder, and HF_HUB_OFFLINE=1 while the hub model is not "
-                              "in the local Hugging Face cache: download it first, or name a local folder")
+    if any(isinstance(try_to_load_from_cache(name, f), str) for f in (*files, "tokenizer_config.json")):
+        return
+    if _offline():
+        raise ConfigError(f"{key}: {name} is not a local folder, and HF_HUB_OFFLINE=1 while the hub model is not "
+                          "in the local Hugging Face cache: download it first, or name a local folder")
+    endpoint = _unreachable_hub()
+    if endpoint:
+        raise ConfigError(f"{key}: {name} is not a local folder or in the local Hugging Face cache, and the hub "
+                          f"({endpoint}) cannot be reached: download it first, or name a local folder")
+
+
+def _unreachable_hub(timeout: float = 5.0) -> str | None:
+    """The hub's address when no connection to it can be opened within `timeout` seconds, else None.
+    Without this a hub id on a machine with no network fails only at load time, after retries."""
+    import socket
+    from urllib.parse import urlsplit
+    from urllib.request import getproxies, proxy_bypass
+
+    from huggingface_hub import constants
+
+    url = urlsplit(constants.ENDPOINT)
+    proxy = getproxies().get(url.scheme)
+    if proxy and not proxy_bypass(url.hostname):
+        url = urlsplit(proxy if "://" in proxy else f"http://{proxy}")     # the proxy is what must answer
+    try:
+        socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)),
+                                 timeout=timeout).close()
+    except OSError:
+        return constants.ENDPOINT
+    return None
 
 
 def materialize_base(cfg: ModelConfig, run_dir: Path, texts: Callable[[], Iterable[str]], seed: int) -> str:

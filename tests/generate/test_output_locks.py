@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 from genhelpers import HERE, cli_command, read_jsonl, run_cli, write_jsonl
 
@@ -27,8 +28,12 @@ def wait_for(cond, timeout=60):
 
 
 def other_commands(out, src):
-    """generate, rank and label on the same OUT (generate's model does not exist: the lock comes first)."""
-    return [["generate", "--model", "no/such-model", "--prompts", src, "--out", out, "--no-progress"],
+    """generate, rank and label on the same OUT (generate's model is a folder that cannot load: the lock
+    is checked before the model is loaded)."""
+    model = Path(out).parent.with_name(Path(out).parent.name + "-unloadable-model")   # beside the test's folder
+    model.mkdir(exist_ok=True)
+    (model / "config.json").write_text("{}")
+    return [["generate", "--model", str(model), "--prompts", src, "--out", out, "--no-progress"],
             ["rank", "--judge", LONGER, "--in", src, "--out", out, "--no-progress"],
             ["label", "--judge", LONGER, "--in", src, "--out", out, "--no-progress"]]
 

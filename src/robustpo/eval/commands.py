@@ -81,6 +81,13 @@ def run_eval(args) -> int:
     from robustpo.eval.evaluate import EvalSettings, evaluate_policies
     from robustpo.eval.report import markdown_table, write_eval_outputs
 
+    from robustpo.eval.evaluate import resolve_model_path
+    from robustpo.models import check_model_source
+
+    policies = _named_paths(args.policy)
+    for name, path in policies.items():
+        check_model_source(str(resolve_model_path(path)), f"--policy {name}")
+    check_model_source(str(resolve_model_path(args.reference)), "--reference")
     gold_fn = judge = None
     if args.gold:
         from robustpo.judges.function import import_object
@@ -94,7 +101,7 @@ def run_eval(args) -> int:
                             samples_per_prompt=args.samples_per_prompt, seed=args.seed,
                             batch_size=args.batch_size, max_train_pairs=args.max_train_pairs, device=args.device)
     result = evaluate_policies(
-        _named_paths(args.policy), args.reference, _read_prompts(args.prompts, args.max_prompts),
+        policies, args.reference, _read_prompts(args.prompts, args.max_prompts),
         gold_fn=gold_fn, judge=judge, settings=settings,
         train_pairs=read_records(args.train_pairs) if args.train_pairs else None)
     paths = write_eval_outputs(result, args.out)

@@ -85,7 +85,9 @@ def _report(summary, args, what: str) -> None:
 
 def cmd_generate(args) -> int:
     from robustpo.locks import exclusive_output
+    from robustpo.models import check_model_source
 
+    check_model_source(args.model, "--model")
     with exclusive_output(args.out, what="output", folder=False):
         return _generate(args)
 
