@@ -36,7 +36,6 @@ def run_pipeline(tmp_path, *, max_rows, size, train_steps, capsys):
     n_kept = 2308 if not max_rows else max_rows - sum(1 for r in read_records(HH_DATA)[:max_rows]
                                                       if not r["chosen"].split("Assistant:")[-1].strip())
     assert held["pairs"] == round(0.1 * n_kept)
-    assert all(0.0 <= m["heldout"]["accuracy"] <= 1.0 for m in manifest["members"])
 
     scored = tmp_path / "scored.jsonl"
     assert main(["reward", "score", "--family", str(family_dir), "--data", str(data), "--out", str(scored),

@@ -25,7 +25,6 @@ def test_bootstrap_family_learns_and_members_differ(bootstrap_family):
     for member in m["members"]:
         assert member["heldout"]["pairs"] == 60
         assert member["heldout"]["accuracy"] >= 0.7, member["heldout"]
-        assert 0 <= member["heldout"]["ece"] <= 1 and 0 <= member["heldout"]["brier"] <= 1
         # A bootstrap draw of n pairs holds about (1 − 1/e) ≈ 63% distinct ones.
         assert member["data"]["pairs"] == 180 and 0.5 < member["data"]["unique_pairs"] / 180 < 0.75
         assert member["made"]["mode"] == "bootstrap" and member["made"]["steps"] > 0
