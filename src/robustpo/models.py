@@ -142,16 +142,18 @@ def load_causal_lm(path: str, cfg: ModelConfig, *, trainable: bool = True):
         model.gradient_checkpointing_enable()
         model.config.use_cache = False
     if cfg.lora is not None:
-        model = apply_lora(model, cfg)
+        model = apply_lora(model, cfg, task_type="CAUSAL_LM")
     return model
 
 
-def apply_lora(model, cfg: ModelConfig):
+def apply_lora(model, cfg: ModelConfig, task_type: str = "CAUSAL_LM"):
+    """`cfg.lora` on `model` (peft). `task_type` "CAUSAL_LM" for a policy (or an `lm`-head reward
+    model), "SEQ_CLS" for a reward model, whose new score head peft then trains and saves in full."""
     from peft import LoraConfig, get_peft_model
 
     lora = cfg.lora
     peft_cfg = LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
-                          target_modules=lora.target_modules, task_type="CAUSAL_LM")
+                          target_modules=lora.target_modules, task_type=task_type)
     return get_peft_model(model, peft_cfg)
 
 

@@ -55,6 +55,17 @@ def make_accelerator(cfg: TrainConfig, run_dir: Path):
                        cpu=distributed and not torch.cuda.is_available())
 
 
+def shared_base(accelerator, model_cfg, run_dir: Path, texts, seed: int) -> str:
+    """models.materialize_base on the main process first (a `tiny:` model is built and saved
+    once), then on every process, where it is a no-op: all load the same starting weights."""
+    from robustpo.models import materialize_base
+
+    if accelerator.is_main_process:
+        materialize_base(model_cfg, run_dir, texts, seed)
+    accelerator.wait_for_everyone()
+    return materialize_base(model_cfg, run_dir, texts, seed)   # now a no-op: the folder exists
+
+
 def preflight(cfg) -> None:
     """Every check that needs no data and touches no model or run folder, before any work:
     each config value (config.check_values), the model sources, the data source given, and
@@ -298,6 +309,21 @@ def total_optimizer_steps(n_items: int, cfg: TrainConfig, num_processes: int) ->
         return cfg.max_steps
     micro_per_epoch = math.ceil(n_items / (cfg.batch_size * num_processes))
     return cfg.epochs * math.ceil(micro_per_epoch / cfg.grad_accum)
+
+
+def make_optimizer_and_scheduler(params, cfg: TrainConfig, n_items: int, num_processes: int):
+    """(optimizer, scheduler, total optimizer steps) for `params` (tensors, or AdamW parameter
+    groups), the same for every trainer: AdamW with the run's lr, betas and weight decay, and
+    `cfg.scheduler` with warm-up over `cfg.warmup_ratio` of the steps."""
+    from transformers import get_scheduler
+
+    optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, betas=tuple(cfg.adam_betas),
+                                  weight_decay=cfg.weight_decay)
+    total = total_optimizer_steps(n_items, cfg, num_processes)
+    # accelerate steps a prepared scheduler once per process per optimizer step: scale to match.
+    scheduler = get_scheduler(cfg.scheduler, optimizer, num_warmup_steps=int(cfg.warmup_ratio * total) * num_processes,
+                              num_training_steps=total * num_processes)
+    return optimizer, scheduler, total
 
 
 def latest_checkpoint(run_dir: Path) -> Path | None:

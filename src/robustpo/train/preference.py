@@ -152,9 +152,9 @@ def _train(cfg: RunConfig, accelerator, run_dir: Path, rows: list, report, resum
 
     from robustpo.data.collate import collate_pairs, collate_shared
     from robustpo.data.tokenize import tokenize_pairs
-    from robustpo.models import load_causal_lm, load_tokenizer, materialize_base
+    from robustpo.models import load_causal_lm, load_tokenizer
     from robustpo.train import refcache
-    from robustpo.train.loop import run_loop, total_optimizer_steps
+    from robustpo.train.loop import make_optimizer_and_scheduler, run_loop, shared_base
 
     tc = cfg.train
     spec = cfg.loss.spec
@@ -169,10 +169,7 @@ def _train(cfg: RunConfig, accelerator, run_dir: Path, rows: list, report, resum
             r.pop("reference_samples", None)
 
     texts = lambda: (t for r in rows for t in (str(r["prompt"]), str(r["chosen"]), str(r["rejected"])))  # noqa: E731
-    if accelerator.is_main_process:
-        base = materialize_base(cfg.model, run_dir, texts, tc.seed)
-    accelerator.wait_for_everyone()
-    base = materialize_base(cfg.model, run_dir, texts, tc.seed)   # now a no-op: the folder exists
+    base = shared_base(accelerator, cfg.model, run_dir, texts, tc.seed)
     tokenizer = load_tokenizer(base, cfg.model)
     items, stats = tokenize_pairs(rows, tokenizer, max_length=cfg.data.max_length,
                                   max_prompt_length=cfg.data.max_prompt_length, source=cfg.data.train)
@@ -193,15 +190,8 @@ def _train(cfg: RunConfig, accelerator, run_dir: Path, rows: list, report, resum
         accelerator.print(f"reference: not needed by '{spec.name}'"
                           f"{' and its regularizers' if regularizers else ''}; none loaded or cached")
 
-    from transformers import get_scheduler
-
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=tc.learning_rate, betas=tuple(tc.adam_betas),
-                                  weight_decay=tc.weight_decay)
-    total = total_optimizer_steps(len(items), tc, accelerator.num_processes)
-    # accelerate steps a prepared scheduler once per process per optimizer step: scale to match.
-    scheduler = get_scheduler(tc.scheduler, optimizer, num_warmup_steps=int(tc.warmup_ratio * total) * accelerator.num_processes,
-                              num_training_steps=total * accelerator.num_processes)
+    optimizer, scheduler, total = make_optimizer_and_scheduler(params, tc, len(items), accelerator.num_processes)
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
     if tc.log_with:
         accelerator.init_trackers("robustpo", config=json.loads(json.dumps(to_dict(cfg), default=str)))

@@ -123,23 +123,13 @@ def attach_confound(items: list, rows: list, feature: str, source: str) -> dict:
     return {"feature": feature, **stats}
 
 
-def apply_reward_lora(model, cfg: ModelConfig, head: str = "score"):
-    """LoRA on the backbone; a new score head is trained in full (peft's SEQ_CLS task saves it)."""
-    from peft import LoraConfig, get_peft_model
-
-    lora = cfg.lora
-    return get_peft_model(model, LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
-                                            target_modules=lora.target_modules,
-                                            task_type="CAUSAL_LM" if head == "lm" else "SEQ_CLS"))
-
-
 def load_reward_backbone(path: str, num_labels: int, cfg: ModelConfig, pad_token_id: int, seed: int,
                          head: str = "score"):
     """The model to train on `path`: a sequence-classification model (a causal LM gets new score
     heads, drawn from `seed`), or for the `lm` head the causal LM itself."""
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
-    from robustpo.models import torch_dtype
+    from robustpo.models import apply_lora, torch_dtype
     from robustpo.rewards.family import quiet_transformers
 
     kwargs = {"dtype": torch_dtype(cfg.dtype), "trust_remote_code": cfg.trust_remote_code}
@@ -155,7 +145,10 @@ def load_reward_backbone(path: str, num_labels: int, cfg: ModelConfig, pad_token
     if cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable()
         model.config.use_cache = False
-    return apply_reward_lora(model, cfg, head) if cfg.lora is not None else model
+    if cfg.lora is None:
+        return model
+    # LoRA on the backbone; a new score head is trained in full (peft's SEQ_CLS task saves it).
+    return apply_lora(model, cfg, task_type="CAUSAL_LM" if head == "lm" else "SEQ_CLS")
 
 
 def make_collate(pad_id: int):
@@ -208,13 +201,12 @@ def train_member(accelerator, cfg: RewardRunConfig, plan: MemberPlan, base: str,
                  resume: bool) -> dict:
     """Train one model (a member, a span fit, a multi-head model) and save it under members/<name>."""
     from accelerate.utils import set_seed
-    from transformers import get_scheduler
 
     from robustpo.data.io import atomic_dir, write_json_atomic
     from robustpo.models import save_final, transformers_model
     from robustpo.rewards.family import quiet_transformers
     from robustpo.rewards.pooling import CONFIG_KEY
-    from robustpo.train.loop import check_finite_weights, run_loop, total_optimizer_steps
+    from robustpo.train.loop import check_finite_weights, make_optimizer_and_scheduler, run_loop
     from robustpo.train.preference import check_trainable_precision
 
     run_dir, out_dir = family_dir / "runs" / plan.name, family_dir / "members" / plan.name
@@ -235,13 +227,7 @@ def train_member(accelerator, cfg: RewardRunConfig, plan: MemberPlan, base: str,
     groups = [{"params": [p for p in module.model.parameters() if p.requires_grad]}]
     if scalars:   # b and s start at their logistic fits; they need bigger steps than the weights, and no decay
         groups.append({"params": scalars, "lr": r.scalar_learning_rate, "weight_decay": 0.0})
-    optimizer = torch.optim.AdamW(groups, lr=tc.learning_rate, betas=tuple(tc.adam_betas),
-                                  weight_decay=tc.weight_decay)
-    total = total_optimizer_steps(len(plan.items), tc, accelerator.num_processes)
-    # accelerate steps a prepared scheduler once per process per optimizer step: scale to match.
-    scheduler = get_scheduler(tc.scheduler, optimizer,
-                              num_warmup_steps=int(tc.warmup_ratio * total) * accelerator.num_processes,
-                              num_training_steps=total * accelerator.num_processes)
+    optimizer, scheduler, total = make_optimizer_and_scheduler(groups, tc, len(plan.items), accelerator.num_processes)
     module, optimizer, scheduler = accelerator.prepare(module, optimizer, scheduler)
     last: dict = {}
     started = time.perf_counter()
@@ -397,17 +383,15 @@ def train_reward_family(cfg: RewardRunConfig, *, resume: bool = False, overwrite
 def _train_family(cfg: RewardRunConfig, accelerator, family_dir: Path, report, train_rows, held_rows,
                   resume: bool) -> Path:
     from robustpo.data.tokenize import tokenize_pairs
-    from robustpo.models import load_tokenizer, materialize_base
+    from robustpo.models import load_tokenizer
     from robustpo.rewards.family import write_manifest
+    from robustpo.train.loop import shared_base
 
     tc, fam, confound = cfg.train, cfg.reward.family, cfg.reward.confound
     accelerator.print(f"{report.summary()}; {len(train_rows)} for training, {len(held_rows)} held out")
 
     texts = lambda: (str(t) for r in train_rows for t in (r["prompt"], r["chosen"], r["rejected"]))  # noqa: E731
-    if accelerator.is_main_process:
-        materialize_base(cfg.model, family_dir, texts, tc.seed)
-    accelerator.wait_for_everyone()
-    base = materialize_base(cfg.model, family_dir, texts, tc.seed)
+    base = shared_base(accelerator, cfg.model, family_dir, texts, tc.seed)
     tokenizer = load_tokenizer(base, cfg.model)
     items, stats = tokenize_pairs(train_rows, tokenizer, max_length=cfg.data.max_length,
                                   max_prompt_length=cfg.data.max_prompt_length, source=cfg.data.train)
