@@ -2,7 +2,8 @@
 
 Two layouts, both described to the model by flat response targets (logprobs.ResponseTargets:
 `pred_index`, `targets`, `segment`, `num_sequences`); sequence s is chosen of pair b for
-s = b, rejected for s = B + b, and reference sample m for s = 2B + b·M + m.
+s = b, rejected for s = B + b, and reference sample m for s = 2B + b·M + m (`sequence_index`;
+`split_sequences` splits per-sequence values back into chosen / rejected / samples).
 
 - `collate_pairs`: one row per sequence (prompt + response), right-padded, 2-D attention mask.
 - `collate_shared` (prefix sharing): one row per pair, prompt + chosen + rejected (+ samples),
@@ -13,23 +14,49 @@ s = b, rejected for s = B + b, and reference sample m for s = 2B + b·M + m.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 
+from robustpo.data.tokenize import TokenizedPair
 from robustpo.logprobs import IGNORE_INDEX, shared_prefix_targets, targets_from_labels
 
 
-def _responses(it: dict) -> list[list[int]]:
+def sequence_index(num_pairs: int, num_samples: int, pair: int, k: int) -> int:
+    """The batch layout: the sequence that holds response `k` of pair `pair` (k = 0 chosen,
+    1 rejected, 2 + m reference sample m), in a batch of B = `num_pairs` pairs with
+    M = `num_samples` samples each: b, B + b, 2B + b·M + m. `split_sequences` is its inverse."""
+    B, M = num_pairs, num_samples
+    return pair if k == 0 else B + pair if k == 1 else 2 * B + pair * M + (k - 2)
+
+
+class PairSequences(NamedTuple):
+    chosen: torch.Tensor                 # (B, ...)
+    rejected: torch.Tensor               # (B, ...)
+    samples: torch.Tensor | None         # (B, M, ...), None when the batch has no reference samples
+
+
+def split_sequences(values: torch.Tensor, batch: dict) -> PairSequences:
+    """Per-sequence values of a collated batch (S, ...) (log-probs, rewards), S = (2 + M)·B, as
+    (chosen (B, ...), rejected (B, ...), samples (B, M, ...) or None): the layout of
+    `sequence_index`, with B and M read from the batch. Views, not copies."""
+    B, M = batch["index"].shape[0], batch["num_reference_samples"]
+    samples = values[2 * B:].view(B, M, *values.shape[1:]) if M else None
+    return PairSequences(values[:B], values[B:2 * B], samples)
+
+
+def _responses(it: TokenizedPair) -> list[list[int]]:
     return [it["chosen_ids"], it["rejected_ids"], *it.get("reference_sample_ids", [])]
 
 
-def _num_samples(items: list[dict]) -> int:
+def _num_samples(items: list[TokenizedPair]) -> int:
     m = len(items[0].get("reference_sample_ids", []))
     if any(len(it.get("reference_sample_ids", [])) != m for it in items):
         raise ValueError("every row of a batch must carry the same number of reference samples")
     return m
 
 
-def _side_fields(items: list[dict], M: int) -> dict:
+def _side_fields(items: list[TokenizedPair], M: int) -> dict:
     """Per-pair tensors that ride along: lengths, rewards, cached reference log-probs."""
     batch = {
         "index": torch.tensor([it["index"] for it in items]),                         # (B,)
@@ -49,12 +76,13 @@ def _targets_fields(t) -> dict:
             "num_sequences": t.num_sequences}
 
 
-def collate_pairs(items: list[dict], pad_id: int) -> dict:
+def collate_pairs(items: list[TokenizedPair], pad_id: int) -> dict:
     """One row per sequence: B chosen rows, B rejected rows, then B·M sample rows."""
-    M = _num_samples(items)
-    seqs = [(it["prompt_ids"], it["chosen_ids"]) for it in items] + \
-           [(it["prompt_ids"], it["rejected_ids"]) for it in items] + \
-           [(it["prompt_ids"], s) for it in items for s in it.get("reference_sample_ids", [])]
+    B, M = len(items), _num_samples(items)
+    seqs: list[tuple[list[int], list[int]]] = [([], [])] * ((2 + M) * B)
+    for b, it in enumerate(items):
+        for k, response in enumerate(_responses(it)):
+            seqs[sequence_index(B, M, b, k)] = (it["prompt_ids"], response)
     T = max(len(p) + len(r) for p, r in seqs)
     input_ids = torch.full((len(seqs), T), pad_id, dtype=torch.long)     # (S, T)
     attention_mask = torch.zeros((len(seqs), T), dtype=torch.long)       # (S, T)
@@ -68,7 +96,7 @@ def collate_pairs(items: list[dict], pad_id: int) -> dict:
             **_targets_fields(targets_from_labels(labels)), **_side_fields(items, M)}
 
 
-def collate_shared(items: list[dict], pad_id: int) -> dict:
+def collate_shared(items: list[TokenizedPair], pad_id: int) -> dict:
     """One row per pair: prompt, then each response block; additive 4-D block mask."""
     B, M = len(items), _num_samples(items)
     T = max(len(it["prompt_ids"]) + sum(map(len, _responses(it))) for it in items)
@@ -92,7 +120,7 @@ def collate_shared(items: list[dict], pad_id: int) -> dict:
         allowed[b, off:, off:] = torch.eye(T - off, dtype=torch.bool)        # padding: itself only (no NaN rows)
 
     def segment_of(b: int, k: int) -> int:
-        return b if k == 0 else B + b if k == 1 else 2 * B + b * M + (k - 2)
+        return sequence_index(B, M, b, k)
 
     targets = shared_prefix_targets([len(it["prompt_ids"]) for it in items], [_responses(it) for it in items],
                                     T, (2 + M) * B, segment_of)

@@ -18,8 +18,35 @@ Counts of each are reported in `TruncationStats`.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import TypedDict
 
 from robustpo.errors import ConfigError, DataError
+
+
+class _TokenizedPairKeys(TypedDict):
+    index: int                    # the row of the input data (0-based)
+    prompt_ids: list[int]
+    chosen_ids: list[int]         # EOS-terminated for plain-text responses
+    rejected_ids: list[int]
+
+
+class TokenizedPair(_TokenizedPairKeys, total=False):
+    """One tokenized preference pair, as `tokenize_pairs` makes it and the collators
+    (data/collate.py) read it. The optional keys ride along when present."""
+
+    chosen_rewards: list[float]           # (K,) from a reward family (robustpo reward score)
+    rejected_rewards: list[float]         # (K,)
+    margin: float
+    reference_sample_ids: list[list[int]]  # M reference samples, truncated like the responses
+    # added after tokenizing: cached reference log-probs (train/refcache.attach) ...
+    reference_chosen_logps: float
+    reference_rejected_logps: float
+    reference_sample_logps: list[float]   # (M,)
+    # ... and the reward trainer's per-pair fields (train/reward.py, rewards/plan.py)
+    chosen_confound: float
+    rejected_confound: float
+    pair_weight: float
+    head_weights: list[float]
 
 
 @dataclass
@@ -66,7 +93,7 @@ def _truncate_prompt(ids: list[int], keep: int, bos_id) -> list[int]:
 
 
 def tokenize_pairs(rows: list[dict], tokenizer, *, max_length: int, max_prompt_length: int,
-                   source: str | None = None) -> tuple[list[dict], TruncationStats]:
+                   source: str | None = None) -> tuple[list[TokenizedPair], TruncationStats]:
     """Tokenize canonical rows. Each output keeps `index` (the input row) and any rewards."""
     if max_prompt_length >= max_length:
         raise ConfigError(f"data.max_prompt_length ({max_prompt_length}) must be below data.max_length "
@@ -80,7 +107,7 @@ def tokenize_pairs(rows: list[dict], tokenizer, *, max_length: int, max_prompt_l
     add_bos = bool(getattr(tokenizer, "add_bos_token", False)) and bos is not None
 
     stats = TruncationStats()
-    out = []
+    out: list[TokenizedPair] = []
     for row, p, c, r, is_plain in zip(rows, prompts, chosen, rejected, plain):
         if is_plain:
             if add_bos and (not p or p[0] != bos):
@@ -97,7 +124,7 @@ def tokenize_pairs(rows: list[dict], tokenizer, *, max_length: int, max_prompt_l
             if c == r:
                 stats.dropped_identical_after_truncation += 1
                 continue
-        item = {"index": row["index"], "prompt_ids": p, "chosen_ids": c, "rejected_ids": r}
+        item: TokenizedPair = {"index": row["index"], "prompt_ids": p, "chosen_ids": c, "rejected_ids": r}
         for key in ("chosen_rewards", "rejected_rewards", "margin"):
             if key in row:
                 item[key] = row[key]

@@ -22,7 +22,8 @@ def train_reward_family(cfg, *, resume: bool = False, overwrite: bool = False):
     """Train the family of `cfg` (a `RewardRunConfig`, a dict of recipe sections, or a recipe
     path); return its folder (train.output_dir)."""
     from robustpo.config import from_dict, load_config
-    from robustpo.train.reward import RewardRunConfig, train_reward_family as train
+    from robustpo.rewards.plan import RewardRunConfig
+    from robustpo.train.reward import train_reward_family as train   # the one import of train/: the trainer
 
     if isinstance(cfg, dict):
         cfg = from_dict(RewardRunConfig, cfg)

@@ -65,10 +65,10 @@ def run_train(args) -> int:
     import json
 
     from robustpo.config import load_config
-    from robustpo.rewards.evaluate import format_metrics
-    from robustpo.train.reward import RewardRunConfig, train_reward_family
-
     from robustpo.errors import ConfigError
+    from robustpo.rewards.evaluate import format_metrics
+    from robustpo.rewards.plan import RewardRunConfig
+    from robustpo.train.reward import train_reward_family   # the trainer (train/ imports rewards/, not back)
 
     if args.allow_changes and not args.resume:
         raise ConfigError("--allow-changes only applies to --resume")

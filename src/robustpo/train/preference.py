@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from robustpo.config import RunConfig, to_dict
+from robustpo.data.collate import split_sequences
 from robustpo.errors import ConfigError
 from robustpo.losses import LossSpec
 from robustpo.train.forward import ResponseLogps, model_inputs, supports_prefix_sharing
@@ -55,23 +56,21 @@ def make_step_fn(spec: LossSpec, params: dict, regularizers: list[tuple[LossSpec
 
     def step(model, batch):
         logps, _ = model(**model_inputs(batch))                                           # (2B + B·M,)
-        B, M = batch["index"].shape[0], batch["num_reference_samples"]
-        pc, pr = logps[:B], logps[B:2 * B]                                                # (B,), (B,)
+        pc, pr, ps = split_sequences(logps, batch)                                        # (B,), (B,), (B, M)
         rc = rr = rs = None
         if "reference_chosen_logps" in batch:
             rc, rr = batch["reference_chosen_logps"], batch["reference_rejected_logps"]
             rs = batch.get("reference_sample_logps")
         elif reference_fn is not None:
-            ref = reference_fn(model, batch)
-            rc, rr, rs = ref[:B], ref[B:2 * B], ref[2 * B:].view(B, M) if M else None
+            rc, rr, rs = split_sequences(reference_fn(model, batch), batch)
         inputs = {}
         if needs_lengths:
             inputs = {"chosen_lengths": batch["chosen_lengths"], "rejected_lengths": batch["rejected_lengths"]}
         for key in ("chosen_rewards", "rejected_rewards"):
             if key in batch:
                 inputs[key] = batch[key]
-        if M:
-            inputs["kl_policy_logps"], inputs["kl_reference_logps"] = logps[2 * B:].view(B, M), rs
+        if ps is not None:
+            inputs["kl_policy_logps"], inputs["kl_reference_logps"] = ps, rs
         out = spec.call(pc, pr, rc, rr, inputs, params)
         loss = out.loss
         metrics = {**pair_metrics(pc, pr, rc, rr, out), **out.metrics, "loss/objective": out.loss.item()}

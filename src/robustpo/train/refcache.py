@@ -17,11 +17,13 @@ from pathlib import Path
 
 import torch
 
+from robustpo.data.collate import split_sequences
 from robustpo.data.io import atomic_path, fingerprint
+from robustpo.data.tokenize import TokenizedPair
 from robustpo.train.forward import ResponseLogps, frozen_logps
 
 
-def setup_reference(cfg, items: list[dict], model: ResponseLogps, base: str, collate_fn, accelerator,
+def setup_reference(cfg, items: list[TokenizedPair], model: ResponseLogps, base: str, collate_fn, accelerator,
                     run_dir: Path):
     """Make reference log-probs available to the training step; returns `reference_fn` or None.
 
@@ -97,7 +99,7 @@ def model_fingerprint(path: str) -> str:
     return h.hexdigest()[:16]
 
 
-def data_fingerprint(items: list[dict]) -> str:
+def data_fingerprint(items: list[TokenizedPair]) -> str:
     h = hashlib.sha256()
     for it in items:
         h.update(json.dumps([it["index"], it["prompt_ids"], it["chosen_ids"], it["rejected_ids"],
@@ -106,7 +108,7 @@ def data_fingerprint(items: list[dict]) -> str:
 
 
 @torch.no_grad()
-def compute_reference_logps(logps_model, items: list[dict], collate_fn, *, batch_size: int,
+def compute_reference_logps(logps_model, items: list[TokenizedPair], collate_fn, *, batch_size: int,
                             accelerator) -> dict[int, dict]:
     """Reference log-probs for every item: index -> {chosen, rejected, samples}."""
     from tqdm.auto import tqdm
@@ -121,11 +123,10 @@ def compute_reference_logps(logps_model, items: list[dict], collate_fn, *, batch
     for start in tqdm(range(0, len(mine), batch_size), desc="reference log-probs",
                       disable=not accelerator.is_local_main_process or quiet_progress(), dynamic_ncols=True):
         batch = collate_fn([items[i] for i in mine[start:start + batch_size]])
-        logps = frozen_logps(logps_model, batch, accelerator.device)
-        B, M = len(batch["index"]), batch["num_reference_samples"]
+        chosen, rejected, samples = split_sequences(frozen_logps(logps_model, batch, accelerator.device), batch)
         for j, idx in enumerate(batch["index"].tolist()):
-            results.append([idx, logps[j].item(), logps[B + j].item(),
-                            logps[2 * B + j * M: 2 * B + (j + 1) * M].tolist()])
+            results.append([idx, chosen[j].item(), rejected[j].item(),
+                            samples[j].tolist() if samples is not None else []])
     if world > 1:
         from accelerate.utils import gather_object
 
@@ -146,7 +147,7 @@ def write_cache(path: Path, values: dict[int, dict]) -> None:
         tmp.write_text(json.dumps({str(k): v for k, v in values.items()}))
 
 
-def attach(items: list[dict], values: dict[int, dict]) -> None:
+def attach(items: list[TokenizedPair], values: dict[int, dict]) -> None:
     """Add the cached values to the items the collator turns into batches."""
     for it in items:
         v = values[it["index"]]

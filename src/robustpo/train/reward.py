@@ -65,6 +65,7 @@ class RewardModule(torch.nn.Module):
 def initial_scalars(module: RewardModule, items: list, collate, batch_size: int, device) -> tuple[float, float]:
     """(s, b) to start from: the one- or two-feature logistic fit of the labels on the model's
     initial margin (lm head) and on Δφ (debiasing), over the plan's pairs with their weights."""
+    from robustpo.data.collate import split_sequences
     from robustpo.logprobs import IGNORE_INDEX
     from robustpo.rewards.objective import fit_logistic
 
@@ -75,10 +76,10 @@ def initial_scalars(module: RewardModule, items: list, collate, batch_size: int,
         with torch.no_grad():
             for start in range(0, len(items), batch_size):
                 batch = collate(items[start:start + batch_size])
-                B = batch["index"].shape[0]
                 ids, mask = batch["input_ids"].to(device), batch["attention_mask"].to(device)
                 r, _ = module(ids, mask, (batch["labels"] != IGNORE_INDEX).to(device))
-                margins.append(((r[:B, 0] - r[B:2 * B, 0]) / module.scale).cpu())            # (B,)
+                chosen, rejected, _ = split_sequences(r, batch)                              # (B, K)
+                margins.append(((chosen[:, 0] - rejected[:, 0]) / module.scale).cpu())       # (B,)
         module.train()
         columns.append(torch.cat(margins))
     if module.confound_coef is not None:
@@ -165,14 +166,13 @@ def make_collate(pad_id: int):
 
 
 def make_step_fn(center_coef: float, use_margin: bool, decorrelate: float = 0.0):
+    from robustpo.data.collate import split_sequences
     from robustpo.logprobs import IGNORE_INDEX
     from robustpo.rewards.objective import bradley_terry_loss, decorrelation_penalty
 
     def step(module, batch):
-        B = batch["index"].shape[0]
         rewards, coef = module(batch["input_ids"], batch["attention_mask"], batch["labels"] != IGNORE_INDEX)
-        rewards = rewards[:2 * B]                                                       # (2B, K)
-        rc, rr = rewards[:B], rewards[B:]                                               # (B, K)
+        rc, rr, _ = split_sequences(rewards, batch)                                     # (B, K), (B, K)
         weights = batch.get("head_weights")
         if "pair_weight" in batch:
             weights = batch["pair_weight"][:, None]                                     # (B, 1)
@@ -185,7 +185,7 @@ def make_step_fn(center_coef: float, use_margin: bool, decorrelate: float = 0.0)
                                      center_coef=center_coef, weights=weights, confound_logit=confound_logit)
         if "chosen_confound" in batch:
             phi = torch.cat([batch["chosen_confound"], batch["rejected_confound"]])   # (2B,)
-            penalty = decorrelation_penalty(rewards, phi)
+            penalty = decorrelation_penalty(torch.cat([rc, rr]), phi)                # (2B, K) with (2B,)
             metrics["confound/corr_sq"] = penalty.item()
             if decorrelate:
                 loss = loss + decorrelate * penalty
