@@ -49,8 +49,9 @@ def _f32(*xs):
     return [x.float() if x is not None else None for x in xs]
 
 
-def _log_ratios(pc, pr, rc, rr):
-    pc, pr, rc, rr = _f32(pc, pr, rc, rr)
+def _log_ratios(policy_chosen_logps, policy_rejected_logps, reference_chosen_logps, reference_rejected_logps):
+    """(Δ(w), Δ(l)) = (logp_θ(w) − logp_ref(w), logp_θ(l) − logp_ref(l)), in float32."""
+    pc, pr, rc, rr = _f32(policy_chosen_logps, policy_rejected_logps, reference_chosen_logps, reference_rejected_logps)
     return pc - rc, pr - rr                  # (B,), (B,)
 
 
@@ -77,41 +78,45 @@ def kl_hat(dw: Tensor, dl: Tensor, kl_policy_logps: Tensor | None = None,
 # --------------------------------------------------------------------------- DPO family
 
 
-def dpo(pc, pr, rc, rr, *, beta: float = 0.1) -> LossOutput:
+def dpo(policy_chosen_logps, policy_rejected_logps, reference_chosen_logps, reference_rejected_logps,
+        *, beta: float = 0.1) -> LossOutput:
     """DPO (Rafailov et al. 2023, eq. 7): −log σ(β h)."""
-    dw, dl = _log_ratios(pc, pr, rc, rr)
+    dw, dl = _log_ratios(policy_chosen_logps, policy_rejected_logps, reference_chosen_logps, reference_rejected_logps)
     h = dw - dl                                              # (B,)
     return _pair_output(-F.logsigmoid(beta * h), beta, dw, dl)
 
 
-def cdpo(pc, pr, rc, rr, *, beta: float = 0.1, label_smoothing: float = 0.1) -> LossOutput:
+def cdpo(policy_chosen_logps, policy_rejected_logps, reference_chosen_logps, reference_rejected_logps,
+         *, beta: float = 0.1, label_smoothing: float = 0.1) -> LossOutput:
     """Conservative DPO (Mitchell 2023): −(1−ε) log σ(βh) − ε log σ(−βh)."""
-    dw, dl = _log_ratios(pc, pr, rc, rr)
+    dw, dl = _log_ratios(policy_chosen_logps, policy_rejected_logps, reference_chosen_logps, reference_rejected_logps)
     z = beta * (dw - dl)                                     # (B,)
     eps = label_smoothing
     return _pair_output(-(1 - eps) * F.logsigmoid(z) - eps * F.logsigmoid(-z), beta, dw, dl)
 
 
-def rdpo(pc, pr, rc, rr, *, beta: float = 0.1, label_smoothing: float = 0.1) -> LossOutput:
+def rdpo(policy_chosen_logps, policy_rejected_logps, reference_chosen_logps, reference_rejected_logps,
+         *, beta: float = 0.1, label_smoothing: float = 0.1) -> LossOutput:
     """Robust DPO (Chowdhury et al. 2024, eq. 9), unbiased under label-flip rate ε < 0.5:
     [−(1−ε) log σ(βh) + ε log σ(−βh)] / (1−2ε)."""
     if not 0 <= label_smoothing < 0.5:
         raise ConfigError(f"rdpo: label_smoothing must be in [0, 0.5), got {label_smoothing}")
-    dw, dl = _log_ratios(pc, pr, rc, rr)
+    dw, dl = _log_ratios(policy_chosen_logps, policy_rejected_logps, reference_chosen_logps, reference_rejected_logps)
     z = beta * (dw - dl)                                     # (B,)
     eps = label_smoothing
     losses = (-(1 - eps) * F.logsigmoid(z) + eps * F.logsigmoid(-z)) / (1 - 2 * eps)
     return _pair_output(losses, beta, dw, dl)
 
 
-def ipo(pc, pr, rc, rr, *, chosen_lengths=None, rejected_lengths=None, tau: float = 0.1,
+def ipo(policy_chosen_logps, policy_rejected_logps, reference_chosen_logps, reference_rejected_logps,
+        *, chosen_lengths=None, rejected_lengths=None, tau: float = 0.1,
         length_normalize: bool = False) -> LossOutput:
     """IPO (Azar et al. 2023, eq. 17): (h − 1/(2τ))².
 
     `length_normalize` replaces each Δ by its per-token mean Δ/n, as TRL's `ipo` does. τ also
     scales the reported implicit rewards (it plays β's role).
     """
-    dw, dl = _log_ratios(pc, pr, rc, rr)
+    dw, dl = _log_ratios(policy_chosen_logps, policy_rejected_logps, reference_chosen_logps, reference_rejected_logps)
     if length_normalize:
         if chosen_lengths is None or rejected_lengths is None:
             raise ConfigError("ipo: length_normalize needs chosen_lengths and rejected_lengths")
@@ -120,33 +125,37 @@ def ipo(pc, pr, rc, rr, *, chosen_lengths=None, rejected_lengths=None, tau: floa
     return _pair_output((dw - dl - 1 / (2 * tau)) ** 2, tau, dw, dl)
 
 
-def hinge(pc, pr, rc, rr, *, beta: float = 0.1) -> LossOutput:
+def hinge(policy_chosen_logps, policy_rejected_logps, reference_chosen_logps, reference_rejected_logps,
+          *, beta: float = 0.1) -> LossOutput:
     """SLiC-HF hinge (Zhao et al. 2023) on the DPO log-ratio: max(0, 1 − βh)."""
-    dw, dl = _log_ratios(pc, pr, rc, rr)
+    dw, dl = _log_ratios(policy_chosen_logps, policy_rejected_logps, reference_chosen_logps, reference_rejected_logps)
     return _pair_output(torch.relu(1 - beta * (dw - dl)), beta, dw, dl)
 
 
-def minor_dpo(pc, pr, rc, rr, *, beta: float = 0.1) -> LossOutput:
+def minor_dpo(policy_chosen_logps, policy_rejected_logps, reference_chosen_logps, reference_rejected_logps,
+              *, beta: float = 0.1) -> LossOutput:
     """MinorDPO (Xie et al. 2024, arXiv 2408.09834): −log σ(β(Δ(w) − max(0, Δ(l)))).
 
     The rejected response is pushed down only while it is still above the reference, so
     the loss cannot be lowered forever by collapsing the rejected (and, with it, the chosen)
     likelihood.
     """
-    dw, dl = _log_ratios(pc, pr, rc, rr)
+    dw, dl = _log_ratios(policy_chosen_logps, policy_rejected_logps, reference_chosen_logps, reference_rejected_logps)
     losses = -F.logsigmoid(beta * (dw - torch.clamp(dl, min=0)))
     return _pair_output(losses, beta, dw, dl, **{"minor/rejected_below_ref": (dl < 0).float().mean().item()})
 
 
-def dpop(pc, pr, rc, rr, *, beta: float = 0.1, dpop_lambda: float = 50.0) -> LossOutput:
+def dpop(policy_chosen_logps, policy_rejected_logps, reference_chosen_logps, reference_rejected_logps,
+         *, beta: float = 0.1, dpop_lambda: float = 50.0) -> LossOutput:
     """DPOP / Smaug (Pal et al. 2024, eq. 3): −log σ(β(h − λ·max(0, −Δ(w))))."""
-    dw, dl = _log_ratios(pc, pr, rc, rr)
+    dw, dl = _log_ratios(policy_chosen_logps, policy_rejected_logps, reference_chosen_logps, reference_rejected_logps)
     penalty = torch.clamp(-dw, min=0)                        # (B,) nats the chosen lost
     losses = -F.logsigmoid(beta * (dw - dl - dpop_lambda * penalty))
     return _pair_output(losses, beta, dw, dl, **{"dpop/penalty": penalty.mean().item()})
 
 
-def length_dpo(pc, pr, rc, rr, *, chosen_lengths, rejected_lengths, beta: float = 0.1,
+def length_dpo(policy_chosen_logps, policy_rejected_logps, reference_chosen_logps, reference_rejected_logps,
+               *, chosen_lengths, rejected_lengths, beta: float = 0.1,
                alpha: float = 0.01) -> LossOutput:
     """R-DPO, length-regularized DPO (Park et al. 2024, arXiv 2403.19159; not `rdpo`):
     −log σ(βh + α·(n(w) − n(l))).
@@ -160,7 +169,7 @@ def length_dpo(pc, pr, rc, rr, *, chosen_lengths, rejected_lengths, beta: float 
     sets, so α may take either sign. α = 0.01, the low end of the α ≈ 0.01–0.05 used with
     β = 0.1, a conservative start: a 10-token gap then moves the logit as much as h = 1 nat does.
     """
-    dw, dl = _log_ratios(pc, pr, rc, rr)
+    dw, dl = _log_ratios(policy_chosen_logps, policy_rejected_logps, reference_chosen_logps, reference_rejected_logps)
     gap = chosen_lengths.float() - rejected_lengths.float()      # (B,) n(w) − n(l)
     return _pair_output(-F.logsigmoid(beta * (dw - dl) + alpha * gap), beta, dw, dl)
 
@@ -168,19 +177,19 @@ def length_dpo(pc, pr, rc, rr, *, chosen_lengths, rejected_lengths, beta: float 
 # ----------------------------------------------------------------------- reference-free
 
 
-def simpo(pc, pr, rc=None, rr=None, *, chosen_lengths, rejected_lengths, beta: float = 2.0,
-          target_margin: float = 0.5) -> LossOutput:
+def simpo(policy_chosen_logps, policy_rejected_logps, reference_chosen_logps=None, reference_rejected_logps=None,
+          *, chosen_lengths, rejected_lengths, beta: float = 2.0, target_margin: float = 0.5) -> LossOutput:
     """SimPO (Meng et al. 2024, arXiv 2405.14734), reference-free:
     −log σ(β·logp_θ(w)/n(w) − β·logp_θ(l)/n(l) − γ_m).
 
     The implicit reward is the length-normalized likelihood β·logp_θ(y)/n(y) (reported as the
     chosen/rejected rewards); the chosen must beat the rejected by the target margin γ_m
-    (`target_margin`). `rc`, `rr` are ignored: the spec needs no reference, and none is loaded.
-    TRL's `CPOTrainer(loss_type="simpo", cpo_alpha=0)` with `simpo_gamma` = γ_m is the same
+    (`target_margin`). The reference log-probs are ignored: the spec needs no reference, and
+    none is loaded. TRL's `CPOTrainer(loss_type="simpo", cpo_alpha=0)` with `simpo_gamma` = γ_m is the same
     loss. β = 2.0 is the low end of the β the paper's setups use (2 to 10); γ_m = 0.5 is
     TRL's `simpo_gamma` default.
     """
-    pc, pr = _f32(pc, pr)
+    pc, pr = _f32(policy_chosen_logps, policy_rejected_logps)
     chosen = beta * pc / chosen_lengths.float().clamp(min=1)         # (B,)
     rejected = beta * pr / rejected_lengths.float().clamp(min=1)     # (B,)
     losses = -F.logsigmoid(chosen - rejected - target_margin)
@@ -205,26 +214,28 @@ def _ensemble_metrics(margins: Tensor) -> dict[str, float]:
     return {"ensemble/disagreement": margins.std(dim=1).mean().item()}
 
 
-def distill(pc, pr, rc, rr, *, chosen_rewards, rejected_rewards, beta: float = 0.1) -> LossOutput:
+def distill(policy_chosen_logps, policy_rejected_logps, reference_chosen_logps, reference_rejected_logps,
+            *, chosen_rewards, rejected_rewards, beta: float = 0.1) -> LossOutput:
     """Reward-model distillation, d-DPO (Fisch et al. 2024, eq. 7): (βh − Δr)².
 
     Δr is the reward margin of one reward model, or the family mean when K > 1. The policy's
     implicit reward margin is regressed onto it, so the optimum is bounded (no run-off to
     infinity on pairs with a single annotation).
     """
-    dw, dl = _log_ratios(pc, pr, rc, rr)
+    dw, dl = _log_ratios(policy_chosen_logps, policy_rejected_logps, reference_chosen_logps, reference_rejected_logps)
     margins = _reward_margins(chosen_rewards, rejected_rewards)   # (B, K)
     losses = (beta * (dw - dl) - margins.mean(dim=1)) ** 2        # (B,)
     return _pair_output(losses, beta, dw, dl, **_ensemble_metrics(margins))
 
 
-def distill_soft(pc, pr, rc, rr, *, chosen_rewards, rejected_rewards, beta: float = 0.1,
+def distill_soft(policy_chosen_logps, policy_rejected_logps, reference_chosen_logps, reference_rejected_logps,
+                 *, chosen_rewards, rejected_rewards, beta: float = 0.1,
                  temperature: float = 1.0) -> LossOutput:
     """Soft-label distillation: −[p log σ(βh) + (1−p) log σ(−βh)], p = σ(Δr / T).
 
     Cross-entropy against the preference probability the reward model (family mean) induces.
     """
-    dw, dl = _log_ratios(pc, pr, rc, rr)
+    dw, dl = _log_ratios(policy_chosen_logps, policy_rejected_logps, reference_chosen_logps, reference_rejected_logps)
     margins = _reward_margins(chosen_rewards, rejected_rewards)   # (B, K)
     p = torch.sigmoid(margins.mean(dim=1) / temperature)          # (B,)
     z = beta * (dw - dl)                                          # (B,)
@@ -232,7 +243,8 @@ def distill_soft(pc, pr, rc, rr, *, chosen_rewards, rejected_rewards, beta: floa
     return _pair_output(losses, beta, dw, dl, **_ensemble_metrics(margins))
 
 
-def e_dpo(pc, pr, rc, rr, *, chosen_rewards, rejected_rewards, kl_policy_logps=None,
+def e_dpo(policy_chosen_logps, policy_rejected_logps, reference_chosen_logps, reference_rejected_logps,
+          *, chosen_rewards, rejected_rewards, kl_policy_logps=None,
           kl_reference_logps=None, beta: float = 0.1, gamma: float = 0.1,
           ensemble_reduce: str = "batch_min") -> LossOutput:
     """Pessimistic ensemble distillation, e-DPO (Fisch et al. 2024, eq. 11). Batch objective.
@@ -245,7 +257,7 @@ def e_dpo(pc, pr, rc, rr, *, chosen_rewards, rejected_rewards, kl_policy_logps=N
     `ensemble_reduce`: `batch_min` (min over members of the batch mean, the paper's form),
     `example_min` (min per example, then mean), `mean` (no pessimism: average member loss).
     """
-    dw, dl = _log_ratios(pc, pr, rc, rr)
+    dw, dl = _log_ratios(policy_chosen_logps, policy_rejected_logps, reference_chosen_logps, reference_rejected_logps)
     margins = _reward_margins(chosen_rewards, rejected_rewards)   # (B, K)
     sq = (beta * (dw - dl)[:, None] - margins) ** 2               # (B, K)
     per_member = sq.mean(dim=0)                                   # (K,)
@@ -264,30 +276,32 @@ def e_dpo(pc, pr, rc, rr, *, chosen_rewards, rejected_rewards, kl_policy_logps=N
                       rejected_rewards=(beta * dl).detach(), metrics=metrics)
 
 
-def p_dpo(pc, pr, rc, rr, *, kl_policy_logps=None, kl_reference_logps=None, beta: float = 0.1,
+def p_dpo(policy_chosen_logps, policy_rejected_logps, reference_chosen_logps, reference_rejected_logps,
+          *, kl_policy_logps=None, kl_reference_logps=None, beta: float = 0.1,
           gamma: float = 0.1) -> LossOutput:
     """Pessimistic DPO, p-DPO (Fisch et al. 2024, §4): dpo + γ·KL̂."""
-    out = dpo(pc, pr, rc, rr, beta=beta)
-    dw, dl = _log_ratios(pc, pr, rc, rr)
+    base = dpo(policy_chosen_logps, policy_rejected_logps, reference_chosen_logps, reference_rejected_logps, beta=beta)
+    dw, dl = _log_ratios(policy_chosen_logps, policy_rejected_logps, reference_chosen_logps, reference_rejected_logps)
     kl = kl_hat(dw, dl, kl_policy_logps, kl_reference_logps)
-    out.loss = out.loss + gamma * kl
-    out.losses = None  # the KL term is a batch quantity
-    out.metrics["p_dpo/kl_hat"] = kl.item()
-    return out
+    # losses=None: the KL term is a batch quantity, so the sum no longer decomposes per example
+    return LossOutput(loss=base.loss + gamma * kl, losses=None, chosen_rewards=base.chosen_rewards,
+                      rejected_rewards=base.rejected_rewards, metrics={**base.metrics, "p_dpo/kl_hat": kl.item()})
 
 
 # ------------------------------------------------------------------------ regularizers
 
 
-def nll(pc, pr, rc, rr, *, chosen_lengths, weight: float = 1.0) -> LossOutput:
+def nll(policy_chosen_logps, policy_rejected_logps, reference_chosen_logps, reference_rejected_logps,
+        *, chosen_lengths, weight: float = 1.0) -> LossOutput:
     """RPO / SFT term (Pang et al. 2024; Liu et al. 2024): α · (−logp_θ(w) / n(w))."""
-    (pc,) = _f32(pc)
+    (pc,) = _f32(policy_chosen_logps)
     per_token = -pc / chosen_lengths.float().clamp(min=1)        # (B,)
     return LossOutput(loss=weight * per_token.mean(), losses=weight * per_token,
                       metrics={"nll/chosen": per_token.mean().item()})
 
 
-def bcr(pc, pr, rc, rr, *, chosen_lengths, weight: float = 1.0, budget: float = 0.1,
+def bcr(policy_chosen_logps, policy_rejected_logps, reference_chosen_logps, reference_rejected_logps,
+        *, chosen_lengths, weight: float = 1.0, budget: float = 0.1,
         normalize: bool = True) -> LossOutput:
     """Budget-controlled regularization (Chen et al. 2024, arXiv 2411.05875, §4):
     λ · max(0, (logp_ref(w) − logp_θ(w)) / n(w) − δ).
@@ -295,7 +309,7 @@ def bcr(pc, pr, rc, rr, *, chosen_lengths, weight: float = 1.0, budget: float = 
     The chosen response may lose up to δ nats (per token, or per sequence with
     `normalize: false`) before any penalty: δ=0 forbids any drop, δ→∞ is plain DPO.
     """
-    pc, rc = _f32(pc, rc)
+    pc, rc = _f32(policy_chosen_logps, reference_chosen_logps)
     drop = rc - pc                                                # (B,) nats lost
     if normalize:
         drop = drop / chosen_lengths.float().clamp(min=1)
@@ -374,16 +388,20 @@ class LossSpec:
         return {p.name: p.default for p in params
                 if p.kind is inspect.Parameter.KEYWORD_ONLY and p.name not in INPUTS}
 
-    def call(self, pc, pr, rc, rr, inputs: dict, hparams: dict) -> LossOutput:
+    def call(self, policy_chosen_logps, policy_rejected_logps, reference_chosen_logps, reference_rejected_logps,
+             inputs: dict, hparams: dict) -> LossOutput:
         """Call the function with the inputs it accepts (from those the loop computed) and `hparams`.
 
         Every tensor it is given must be finite: a NaN or ±inf log-prob, reward or length raises
         NonFiniteError naming the input and the batch rows that hold one, instead of a NaN loss."""
         accepted = inspect.signature(self.fn).parameters
         given = {k: v for k, v in inputs.items() if k in accepted}
-        check_finite(self, {"policy_chosen_logps": pc, "policy_rejected_logps": pr, "reference_chosen_logps": rc,
-                            "reference_rejected_logps": rr, **given})
-        return self.fn(pc, pr, rc, rr, **given, **hparams)
+        check_finite(self, {"policy_chosen_logps": policy_chosen_logps,
+                            "policy_rejected_logps": policy_rejected_logps,
+                            "reference_chosen_logps": reference_chosen_logps,
+                            "reference_rejected_logps": reference_rejected_logps, **given})
+        return self.fn(policy_chosen_logps, policy_rejected_logps, reference_chosen_logps, reference_rejected_logps,
+                       **given, **hparams)
 
     def check_hparams(self, hparams: dict) -> None:
         """Raise ConfigError for a hyperparameter this loss does not take, with a suggestion."""
