@@ -200,24 +200,18 @@ def encode_texts(tokenizer, prompts: list, responses: list, *, max_length: int, 
     through the chat template; a long prompt keeps its last `max_prompt_length` tokens, then the
     response keeps its first `max_length − len(prompt)`. With `with_prompt_lengths`, returns
     (ids, prompt token counts)."""
-    from robustpo.data.tokenize import _truncate_prompt, render_texts
+    from robustpo.data.tokenize import SpecialTokens, encode_ids, render_texts
 
     rendered = [render_texts({"prompt": p, "chosen": r, "rejected": r, "index": i}, tokenizer)
                 for i, (p, r) in enumerate(zip(prompts, responses))]
     p_ids = tokenizer([p for p, *_ in rendered], add_special_tokens=False)["input_ids"]
     r_ids = tokenizer([r for _, r, _, _ in rendered], add_special_tokens=False)["input_ids"]
-    bos, eos = tokenizer.bos_token_id, tokenizer.eos_token_id
-    add_bos = bool(getattr(tokenizer, "add_bos_token", False)) and bos is not None
+    specials = SpecialTokens.of(tokenizer)
     out, prompt_lengths = [], []
     for (_, _, _, templated), p, r in zip(rendered, p_ids, r_ids):
-        if not templated:
-            if add_bos and (not p or p[0] != bos):
-                p = [bos] + p
-            if eos is not None:
-                r = r + [eos]
-        if len(p) + len(r) > max_length and len(p) > max_prompt_length:
-            p = _truncate_prompt(p, max_prompt_length, bos if add_bos else None)
-        out.append(p + r[:max_length - len(p)])
+        p, (r,), _, _ = encode_ids(p, [r], specials, templated=templated, max_length=max_length,
+                                   max_prompt_length=max_prompt_length)
+        out.append(p + r)
         prompt_lengths.append(len(p))
     return (out, prompt_lengths) if with_prompt_lengths else out
 
