@@ -354,6 +354,33 @@ def file_fingerprint(path: str | os.PathLike) -> str:
     return h.hexdigest()[:16]
 
 
+def sampled_fingerprint(files: Iterable[tuple[str, Path]], *, sample: int | None = None,
+                        whole_up_to: int = -1) -> str:
+    """A short hash of model files, cheap for multi-GB weights. `files`: (name, path) pairs,
+    hashed in the order given, each as its name and then either all its bytes (`sample` None),
+    or its size and, unless the size is at most `whole_up_to` (then all its bytes), its first
+    and last `sample` bytes: a retrained or swapped checkpoint differs there too.
+
+    The reward-family manifests (rewards/family.py) and the reference log-prob cache keys
+    (train/refcache.py) are made with it; changing how it hashes invalidates both."""
+    h = hashlib.sha256()
+    for name, p in files:
+        h.update(name.encode())
+        if sample is None:
+            h.update(Path(p).read_bytes())
+            continue
+        size = Path(p).stat().st_size
+        h.update(str(size).encode())
+        with open(p, "rb") as f:
+            if size <= whole_up_to:
+                h.update(f.read())
+                continue
+            h.update(f.read(sample))
+            f.seek(max(0, size - sample))
+            h.update(f.read(sample))
+    return h.hexdigest()[:16]
+
+
 def check_writable(path: str | os.PathLike, key: str) -> None:
     """ConfigError (naming `key`) unless folder `path` exists and can be written, or can be
     created: its nearest existing ancestor is a folder where a file can be made. Writes nothing

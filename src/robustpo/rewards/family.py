@@ -29,7 +29,6 @@ whole family, so every member judges exactly the same tokens.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 from pathlib import Path
@@ -65,32 +64,21 @@ def quiet_transformers():
             hf_logging.enable_progress_bar()
 
 
-def _hash_files(paths: list[Path], *, sample: int | None = None) -> str:
-    """Hash of files' names and bytes; with `sample`, only size + first and last `sample` bytes."""
-    h = hashlib.sha256()
-    for p in paths:
-        h.update(p.name.encode())
-        if sample is None:
-            h.update(p.read_bytes())
-            continue
-        size = p.stat().st_size
-        h.update(str(size).encode())
-        with open(p, "rb") as f:
-            h.update(f.read(sample))
-            f.seek(max(0, size - sample))
-            h.update(f.read(sample))
-    return h.hexdigest()[:16]
-
-
 def tokenizer_fingerprint(model_dir: Path) -> str:
-    return _hash_files([model_dir / n for n in TOKENIZER_FILES if (model_dir / n).exists()])
+    """Names and bytes of the tokenizer files."""
+    from robustpo.data.io import sampled_fingerprint
+
+    return sampled_fingerprint((n, model_dir / n) for n in TOKENIZER_FILES if (model_dir / n).exists())
 
 
 def weights_fingerprint(model_dir: Path) -> str:
     """config.json plus each weight file's size and first and last MiB: cheap for multi-GB
     models, yet a retrained or swapped member (whose weights differ everywhere) no longer matches."""
+    from robustpo.data.io import sampled_fingerprint
+
     weights = sorted(p for p in model_dir.iterdir() if p.suffix in (".safetensors", ".bin"))
-    return _hash_files([model_dir / "config.json"]) + _hash_files(weights, sample=1 << 20)
+    return (sampled_fingerprint([("config.json", model_dir / "config.json")])
+            + sampled_fingerprint(((p.name, p) for p in weights), sample=1 << 20))
 
 
 def read_model_config(model_dir: Path) -> dict:
