@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from robustpo.errors import RobustpoError
@@ -32,7 +33,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def quiet_libraries() -> None:
+    """Hide transformers' own progress bars ("Loading weights" at every model load, "Writing
+    model shards" at every save), which flood every command; robustpo's own bars and lines
+    stay (they honour TQDM_DISABLE). transformers reads HF_HUB_DISABLE_PROGRESS_BARS when it is
+    imported, which costs nothing to set now; if it is imported already (main() called in a
+    process that has used it), it is told directly. A user's own HF_HUB_DISABLE_PROGRESS_BARS=0
+    keeps the bars."""
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    hf_logging = sys.modules.get("transformers.utils.logging")
+    if hf_logging is not None and os.environ["HF_HUB_DISABLE_PROGRESS_BARS"].upper() in ("1", "ON", "YES", "TRUE"):
+        hf_logging.disable_progress_bar()
+
+
 def main(argv: list[str] | None = None) -> int:
+    quiet_libraries()
     parser = build_parser()
     args, rest = parser.parse_known_args(argv)
     # Commands that take --section.key=value overrides get the unparsed rest; others reject it.

@@ -62,3 +62,16 @@ def test_atomic_write_leaves_nothing_on_failure(tmp_path):
             raise RuntimeError("killed")
     assert target.read_text() == '{"ok": 1}\n'
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.jsonl"]
+
+
+def test_append_only_read_sees_what_a_reopen_keeps_and_changes_nothing(tmp_path):
+    """The reader of a partial file (rewards/score.py's shards, generate/resume.py) takes the
+    rows a reopen would keep, without cutting the torn line itself."""
+    path = tmp_path / "out.jsonl.partial"
+    path.write_text('{"a": 1}\n{"a": 2}\n{"a": 3, "torn')
+    before = path.read_bytes()
+    assert AppendOnlyJsonl.read(path) == ([{"a": 1}, {"a": 2}], False)
+    assert path.read_bytes() == before
+    with AppendOnlyJsonl(path) as out:
+        assert out.rows == [{"a": 1}, {"a": 2}]
+    assert AppendOnlyJsonl.read(path) == ([{"a": 1}, {"a": 2}], True)

@@ -70,3 +70,41 @@ def test_max_prompt_length_must_leave_room(tiny_tokenizer):
     rows, _ = validate_rows([{"prompt": "Q", "chosen": "a", "rejected": "b"}], source="x")
     with pytest.raises(ConfigError, match="max_prompt_length"):
         tokenize_pairs(rows, tiny_tokenizer, max_length=8, max_prompt_length=8)
+
+
+class _Specials:
+    """The fixture tokenizer with other special-token settings (a BOS-adding or an EOS-less one)."""
+
+    def __init__(self, tokenizer, *, add_bos_token: bool, eos: bool):
+        self._tok, self.add_bos_token = tokenizer, add_bos_token
+        self.bos_token_id = tokenizer.bos_token_id
+        self.eos_token_id = tokenizer.eos_token_id if eos else None
+        self.chat_template = getattr(tokenizer, "chat_template", None)
+
+    def __call__(self, *args, **kwargs):
+        return self._tok(*args, **kwargs)
+
+
+@pytest.mark.parametrize("add_bos_token,eos", [(False, True), (True, True), (False, False), (True, False)])
+def test_training_pairs_and_family_texts_get_the_same_ids(tiny_tokenizer, add_bos_token, eos):
+    """tokenize_pairs (training) and rewards.family.encode_texts (scoring) share one rule: the
+    longer response of a pair comes out with the same ids both ways, truncated or not."""
+    from robustpo.rewards.family import encode_texts
+
+    tok = _Specials(tiny_tokenizer, add_bos_token=add_bos_token, eos=eos)
+    long_prompt = "Question: what is 1 plus 2?\nAnswer: " * 6
+    raw = [{"prompt": long_prompt, "chosen": " 1 plus 2 is 3." * 4, "rejected": " no."},   # both rules apply
+           {"prompt": "Q one", "chosen": " yes it is, very much so", "rejected": " no"},  # response cut only
+           {"prompt": long_prompt, "chosen": " a", "rejected": " b"},                     # prompt cut only
+           {"prompt": "Q", "chosen": " fits", "rejected": " also"}]                       # untouched
+    rows, _ = validate_rows(raw, source="x")
+    max_length, max_prompt = 24, 10
+    items, stats = tokenize_pairs(rows, tok, max_length=max_length, max_prompt_length=max_prompt)
+    assert stats.prompt_truncated >= 2 and stats.response_truncated >= 2
+    ids, prompt_lengths = encode_texts(tok, [r["prompt"] for r in raw], [r["chosen"] for r in raw],
+                                       max_length=max_length, max_prompt_length=max_prompt, with_prompt_lengths=True)
+    assert ids == [it["prompt_ids"] + it["chosen_ids"] for it in items]
+    assert prompt_lengths == [len(it["prompt_ids"]) for it in items]
+    starts_with_bos = [it["prompt_ids"][0] == tok.bos_token_id for it in items]
+    assert all(starts_with_bos) if add_bos_token else not any(starts_with_bos)
+    assert all((it["rejected_ids"][-1] == tiny_tokenizer.eos_token_id) == eos for it in items[1:])

@@ -1,5 +1,6 @@
 """`robustpo generate`: batched sampling, chat prompts, bad rows, resumable output."""
 
+import json
 import os
 import subprocess
 
@@ -68,10 +69,46 @@ def test_bad_prompt_rows_name_the_file_row_and_field(tiny_policy_dir, tmp_path, 
     bad2 = write_jsonl(tmp_path / "bad2.jsonl", [{"prompt": [{"role": "user"}]}])
     assert run_cli(gen_args(tiny_policy_dir, bad2, tmp_path / "o.jsonl")) == 2
     err = capsys.readouterr().err
-    assert "bad2.jsonl, row 1, field 'prompt'" in err and "message 1" in err
+    # messages are numbered from 0, as data/schema.py numbers them in training rows
+    assert "bad2.jsonl, row 1, field 'prompt'" in err and "message 0" in err
     bad3 = write_jsonl(tmp_path / "bad3.jsonl", [{"prompt": "  "}])
     with pytest.raises(DataError, match="empty prompt"):
         generate_file(str(bad3), str(tmp_path / "o3.jsonl"), None, SamplingSettings(), model_name="m")
+
+
+BAD_PROMPTS = {   # a prompts file's lines -> what the error must say
+    "message 0": ['{"prompt": "ok"}', '{"prompt": [{"role": "user"}]}'],
+    "message 1": ['{"prompt": [{"role": "system", "content": "be brief"}, {"role": "user", "content": 3}]}'],
+    "unknown role": ['{"prompt": [{"role": "human", "content": "hi"}]}'],
+    "empty prompt": ['{"prompt": "ok"}', '', '{"prompt": "  "}'],   # the blank line counts as a row
+    "missing field": ['{"text": "no prompt"}'],
+    "expected a string or a list of messages": ['{"prompt": 5}'],
+}
+
+
+@pytest.mark.parametrize("what", list(BAD_PROMPTS))
+def test_generate_and_eval_reject_a_bad_prompt_with_the_same_error(tiny_policy_dir, tmp_path, capsys, what):
+    """One prompt rule (data.schema.check_prompt) for `robustpo generate` and `robustpo eval`: the
+    same bad file gives the same error, naming the file, row, field and message index; training
+    rows number their messages the same way."""
+    from robustpo.data.schema import validate_rows
+
+    lines = BAD_PROMPTS[what]
+    bad = tmp_path / "prompts.jsonl"
+    bad.write_text("\n".join(lines) + "\n")
+    assert run_cli(gen_args(tiny_policy_dir, bad, tmp_path / "o.jsonl")) == 2
+    from_generate = capsys.readouterr().err.strip().splitlines()[-1].removeprefix("robustpo generate: error: ")
+    assert run_cli(["eval", "--policy", tiny_policy_dir, "--reference", tiny_policy_dir, "--prompts", bad,
+                    "--gold", "testbed", "--out", tmp_path / "ev"]) == 2
+    from_eval = capsys.readouterr().err.strip().splitlines()[-1].removeprefix("robustpo eval: error: ")
+    row = len(lines)
+    assert from_generate == from_eval
+    assert from_generate.startswith(f"{bad}, row {row}, field 'prompt': ") and what in from_generate
+    if what.startswith("message") or what == "unknown role":
+        prompt = json.loads(lines[-1])["prompt"]
+        with pytest.raises(DataError) as e:
+            validate_rows([{"prompt": prompt, "chosen": "a", "rejected": "b"}], source="train.jsonl")
+        assert e.value.reason == from_generate.split("field 'prompt': ", 1)[1]
 
 
 def test_vllm_backend_missing_is_a_clear_error(tiny_policy_dir, prompts_file, tmp_path, capsys):

@@ -288,6 +288,14 @@ def write_jsonl_atomic(path: str | os.PathLike, rows: Iterable[dict]) -> None:
             os.fsync(f.fileno())
 
 
+def partial_path(out: str | os.PathLike) -> Path:
+    """Where a resumable job (generate, score, rank, label) keeps its rows while unfinished:
+    `OUT.partial`, so that no partial output ever looks complete. Process r > 0 of a
+    multi-process job writes `OUT.partial.r`."""
+    out = Path(out)
+    return out.with_name(out.name + ".partial")
+
+
 class AppendOnlyJsonl:
     """An output file written one flushed JSON line per finished unit of work.
 
@@ -300,21 +308,35 @@ class AppendOnlyJsonl:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.rows: list[dict] = []
-        good_bytes = 0
         if self.path.exists():
-            with open(self.path, "rb") as f:
-                for raw in f:
-                    if not raw.endswith(b"\n"):
-                        break
-                    try:
-                        self.rows.append(json.loads(raw))
-                    except json.JSONDecodeError:
-                        break
-                    good_bytes += len(raw)
+            self.rows, good_bytes = self._complete_lines(self.path)
             if good_bytes != self.path.stat().st_size:
                 with open(self.path, "r+b") as f:
                     f.truncate(good_bytes)
         self._f = open(self.path, "a", encoding="utf-8")
+
+    @staticmethod
+    def _complete_lines(path: Path) -> tuple[list[dict], int]:
+        """The rows of the complete lines at the start of `path`, and the bytes they take."""
+        rows, good_bytes = [], 0
+        with open(path, "rb") as f:
+            for raw in f:
+                if not raw.endswith(b"\n"):
+                    break
+                try:
+                    rows.append(json.loads(raw))
+                except json.JSONDecodeError:
+                    break
+                good_bytes += len(raw)
+        return rows, good_bytes
+
+    @classmethod
+    def read(cls, path: str | os.PathLike) -> tuple[list[dict], bool]:
+        """The rows a reopen would keep (complete lines; a torn last line is left out), and
+        whether nothing follows them, without opening the file for writing or changing it:
+        for reading another process's output, or deciding before writing."""
+        rows, good_bytes = cls._complete_lines(Path(path))
+        return rows, good_bytes == Path(path).stat().st_size
 
     def append(self, row: dict) -> None:
         self._f.write(json.dumps(row, ensure_ascii=False) + "\n")
@@ -351,6 +373,33 @@ def file_fingerprint(path: str | os.PathLike) -> str:
         with open(p, "rb") as f:
             for chunk in iter(lambda: f.read(1 << 20), b""):
                 h.update(chunk)
+    return h.hexdigest()[:16]
+
+
+def sampled_fingerprint(files: Iterable[tuple[str, Path]], *, sample: int | None = None,
+                        whole_up_to: int = -1) -> str:
+    """A short hash of model files, cheap for multi-GB weights. `files`: (name, path) pairs,
+    hashed in the order given, each as its name and then either all its bytes (`sample` None),
+    or its size and, unless the size is at most `whole_up_to` (then all its bytes), its first
+    and last `sample` bytes: a retrained or swapped checkpoint differs there too.
+
+    The reward-family manifests (rewards/family.py) and the reference log-prob cache keys
+    (train/refcache.py) are made with it; changing how it hashes invalidates both."""
+    h = hashlib.sha256()
+    for name, p in files:
+        h.update(name.encode())
+        if sample is None:
+            h.update(Path(p).read_bytes())
+            continue
+        size = Path(p).stat().st_size
+        h.update(str(size).encode())
+        with open(p, "rb") as f:
+            if size <= whole_up_to:
+                h.update(f.read())
+                continue
+            h.update(f.read(sample))
+            f.seek(max(0, size - sample))
+            h.update(f.read(sample))
     return h.hexdigest()[:16]
 
 

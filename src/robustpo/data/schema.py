@@ -44,8 +44,21 @@ REWARD_KEYS = ("chosen_rewards", "rejected_rewards")
 FLOAT32_MAX = 3.4028234663852886e38    # numpy.finfo(float32).max: the training maths runs in float32
 
 
+def _check_messages(value: list, *, file, row, field_name) -> None:
+    """Each message is {role: str, content: str} with a known role. Messages are numbered from
+    0 (`message 0` is the first), in training rows and prompt files alike."""
+    for j, m in enumerate(value):
+        if not isinstance(m, dict) or not isinstance(m.get("role"), str) or not isinstance(m.get("content"), str):
+            raise DataError(f"message {j} must be {{'role': str, 'content': str}}", file=file, row=row,
+                            field=field_name)
+        if m["role"] not in ROLES:
+            raise DataError(f"message {j} has unknown role {m['role']!r} (expected {', '.join(ROLES[:-1])} or "
+                            f"{ROLES[-1]})", file=file, row=row, field=field_name)
+
+
 def _check_text(value, *, file, row, field_name):
-    """A response/prompt is a non-empty string or a non-empty list of {role, content} messages."""
+    """A response is a non-empty string or a non-empty list of {role, content} messages; a
+    training row's prompt may be empty (a pair without context), never malformed."""
     if isinstance(value, str):
         if field_name != "prompt" and not value.strip():
             raise DataError("empty response", file=file, row=row, field=field_name)
@@ -53,18 +66,36 @@ def _check_text(value, *, file, row, field_name):
     if isinstance(value, list):
         if not value and field_name != "prompt":
             raise DataError("empty message list", file=file, row=row, field=field_name)
-        for j, m in enumerate(value):
-            if not isinstance(m, dict) or not isinstance(m.get("role"), str) or not isinstance(m.get("content"), str):
-                raise DataError(f"message {j} must be {{'role': str, 'content': str}}", file=file, row=row,
-                                field=field_name)
-            if m["role"] not in ROLES:
-                raise DataError(f"message {j} has unknown role {m['role']!r} (expected {', '.join(ROLES[:-1])} or "
-                                f"{ROLES[-1]})", file=file, row=row, field=field_name)
+        _check_messages(value, file=file, row=row, field_name=field_name)
         if field_name != "prompt" and not any(m["content"].strip() for m in value):
             raise DataError("empty response", file=file, row=row, field=field_name)
         return
     raise DataError(f"expected a string or a list of messages, got {type(value).__name__}", file=file, row=row,
                     field=field_name)
+
+
+def check_prompt(value, *, file, row) -> None:
+    """A prompt to sample from (`robustpo generate`, `rank`, `label`, `eval`): the training-row
+    rule of `_check_text` (messages numbered from 0, known roles), and not empty: there is
+    nothing to answer in an empty prompt."""
+    if (isinstance(value, str) and not value.strip()) or (isinstance(value, list) and not value):
+        raise DataError("empty prompt", file=file, row=row, field="prompt")
+    _check_text(value, file=file, row=row, field_name="prompt")
+
+
+def read_prompts(path, *, limit: int | None = None) -> list:
+    """The prompts of a prompts file (each row's `prompt`: a string or a list of {role, content}),
+    of its first `limit` rows when given. Rows are named by their file row, as in `validate_rows`."""
+    rows = read_records(path)
+    if limit:
+        rows = rows.head(limit)
+    if not rows:
+        raise DataError("no prompts", file=str(path))
+    for row, i in zip(rows, rows.file_rows):
+        if "prompt" not in row:
+            raise DataError("missing field (each row needs a 'prompt')", file=str(path), row=i, field="prompt")
+        check_prompt(row["prompt"], file=str(path), row=i)
+    return [row["prompt"] for row in rows]
 
 
 def _check_rewards(row: dict, report: DataReport, *, file, index):

@@ -92,6 +92,45 @@ def _truncate_prompt(ids: list[int], keep: int, bos_id) -> list[int]:
     return ids[len(ids) - keep:]
 
 
+@dataclass(frozen=True)
+class SpecialTokens:
+    """The tokenizer's BOS/EOS ids, and whether string prompts get a BOS (`add_bos_token`)."""
+    bos: int | None
+    eos: int | None
+    add_bos: bool
+
+    @classmethod
+    def of(cls, tokenizer) -> "SpecialTokens":
+        bos = tokenizer.bos_token_id
+        return cls(bos, tokenizer.eos_token_id, bool(getattr(tokenizer, "add_bos_token", False)) and bos is not None)
+
+
+def encode_ids(prompt: list[int], responses: list[list[int]], specials: SpecialTokens, *, templated: bool,
+               max_length: int, max_prompt_length: int) -> tuple[list[int], list[list[int]], bool, bool]:
+    """The rendering and truncation rule (module docstring) on one prompt's token ids and its
+    responses' (a pair's two, or one text's one), as the tokenizer gave them without special
+    tokens. Returns (prompt ids, response ids, prompt truncated?, responses truncated?).
+
+    Plain (not chat-templated) text: the prompt gets a BOS where the tokenizer adds one, each
+    response an EOS. Then the rule runs on the longest response: the prompt keeps its last
+    `max_prompt_length` tokens if the whole does not fit, and every response its first
+    `max_length − len(prompt)`."""
+    if not templated:
+        if specials.add_bos and (not prompt or prompt[0] != specials.bos):
+            prompt = [specials.bos] + prompt
+        if specials.eos is not None:
+            responses = [r + [specials.eos] for r in responses]
+    longest = max((len(r) for r in responses), default=0)
+    prompt_truncated = len(prompt) + longest > max_length and len(prompt) > max_prompt_length
+    if prompt_truncated:
+        prompt = _truncate_prompt(prompt, max_prompt_length, specials.bos if specials.add_bos else None)
+    room = max_length - len(prompt)
+    responses_truncated = longest > room
+    if responses_truncated:
+        responses = [r[:room] for r in responses]
+    return prompt, responses, prompt_truncated, responses_truncated
+
+
 def tokenize_pairs(rows: list[dict], tokenizer, *, max_length: int, max_prompt_length: int,
                    source: str | None = None) -> tuple[list[TokenizedPair], TruncationStats]:
     """Tokenize canonical rows. Each output keeps `index` (the input row) and any rewards."""
@@ -103,23 +142,17 @@ def tokenize_pairs(rows: list[dict], tokenizer, *, max_length: int, max_prompt_l
     prompts = tokenizer([p for p, *_ in rendered], add_special_tokens=False)["input_ids"]
     chosen = tokenizer([c for _, c, _, _ in rendered], add_special_tokens=False)["input_ids"]
     rejected = tokenizer([r for _, _, r, _ in rendered], add_special_tokens=False)["input_ids"]
-    bos, eos = tokenizer.bos_token_id, tokenizer.eos_token_id
-    add_bos = bool(getattr(tokenizer, "add_bos_token", False)) and bos is not None
+    specials = SpecialTokens.of(tokenizer)
+    eos = specials.eos
 
     stats = TruncationStats()
     out: list[TokenizedPair] = []
     for row, p, c, r, is_plain in zip(rows, prompts, chosen, rejected, plain):
-        if is_plain:
-            if add_bos and (not p or p[0] != bos):
-                p = [bos] + p
-            if eos is not None:
-                c, r = c + [eos], r + [eos]
-        if len(p) + max(len(c), len(r)) > max_length and len(p) > max_prompt_length:
-            p = _truncate_prompt(p, max_prompt_length, bos if add_bos else None)
-            stats.prompt_truncated += 1
+        p, (c, r), prompt_cut, responses_cut = encode_ids(p, [c, r], specials, templated=not is_plain,
+                                                          max_length=max_length, max_prompt_length=max_prompt_length)
+        stats.prompt_truncated += prompt_cut
         room = max_length - len(p)
-        if max(len(c), len(r)) > room:
-            c, r = c[:room], r[:room]
+        if responses_cut:
             stats.response_truncated += 1
             if c == r:
                 stats.dropped_identical_after_truncation += 1

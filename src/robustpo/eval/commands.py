@@ -61,23 +61,9 @@ def _named_paths(specs: list[str]) -> dict[str, str]:
     return out
 
 
-def _read_prompts(path: str, limit: int | None) -> list:
-    from robustpo.data.io import read_records
-    from robustpo.errors import DataError
-
-    rows = read_records(path)
-    prompts = []
-    for i, row in enumerate(rows[:limit] if limit else rows):
-        if "prompt" not in row or not isinstance(row["prompt"], (str, list)):
-            raise DataError("missing or non-text 'prompt'", file=path, row=i, field="prompt")
-        prompts.append(row["prompt"])
-    if not prompts:
-        raise DataError("no prompts", file=path)
-    return prompts
-
-
 def run_eval(args) -> int:
     from robustpo.data.io import read_records
+    from robustpo.data.schema import read_prompts
     from robustpo.eval.evaluate import EvalSettings, evaluate_policies
     from robustpo.eval.report import markdown_table, write_eval_outputs
 
@@ -101,7 +87,7 @@ def run_eval(args) -> int:
                             samples_per_prompt=args.samples_per_prompt, seed=args.seed,
                             batch_size=args.batch_size, max_train_pairs=args.max_train_pairs, device=args.device)
     result = evaluate_policies(
-        policies, args.reference, _read_prompts(args.prompts, args.max_prompts),
+        policies, args.reference, read_prompts(args.prompts, limit=args.max_prompts),
         gold_fn=gold_fn, judge=judge, settings=settings,
         train_pairs=read_records(args.train_pairs) if args.train_pairs else None)
     paths = write_eval_outputs(result, args.out)

@@ -1,7 +1,9 @@
-"""Choosing preference pairs from a ranking, and validating inputs for rank / label."""
+"""Choosing preference pairs from a ranking, and validating inputs for rank / label (prompts by
+data.schema.check_prompt, the rule every command applies to a prompt)."""
 
 from __future__ import annotations
 
+from robustpo.data.schema import check_prompt
 from robustpo.errors import ConfigError, DataError
 from robustpo.generate.ranking import Ranking
 
@@ -34,37 +36,6 @@ def select_pairs(ranking: Ranking, n: int, selection: str) -> list[tuple[int, in
     raise ConfigError(f"unknown pair selection '{selection}'")
 
 
-def _check_prompt(value, file: str, row: int, field: str) -> None:
-    if isinstance(value, str):
-        if not value.strip():
-            raise DataError("empty prompt", file=file, row=row, field=field)
-        return
-    if isinstance(value, list) and value:
-        for k, m in enumerate(value):
-            if not (isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)):
-                raise DataError(f"message {k + 1} must be an object with string 'role' and 'content'",
-                                file=file, row=row, field=field)
-        return
-    raise DataError(f"expected a string or a non-empty list of chat messages, got {type(value).__name__}",
-                    file=file, row=row, field=field)
-
-
-def read_prompts(path: str) -> list:
-    """Prompts of a prompts file: each row's `prompt` (a string or a list of {role, content})."""
-    from robustpo.data.io import read_records
-
-    rows = read_records(path)
-    if not rows:
-        raise DataError("no rows", file=str(path))
-    prompts = []
-    for i, row in enumerate(rows):
-        if "prompt" not in row:
-            raise DataError("missing field (each row needs a 'prompt')", file=str(path), row=i, field="prompt")
-        _check_prompt(row["prompt"], str(path), i, "prompt")
-        prompts.append(row["prompt"])
-    return prompts
-
-
 def read_samples(path: str) -> list[dict]:
     """Rows of a `robustpo generate` output: `prompt` and `completions` (list of strings)."""
     from robustpo.data.io import read_records
@@ -74,7 +45,7 @@ def read_samples(path: str) -> list[dict]:
         for name in ("prompt", "completions"):
             if name not in row:
                 raise DataError("missing field", file=str(path), row=i, field=name)
-        _check_prompt(row["prompt"], str(path), i, "prompt")
+        check_prompt(row["prompt"], file=str(path), row=i)
         comps = row["completions"]
         if not isinstance(comps, list) or not all(isinstance(c, str) for c in comps):
             raise DataError("expected a list of strings", file=str(path), row=i, field="completions")
@@ -92,7 +63,7 @@ def read_pairs(path: str) -> list[dict]:
         row = to_canonical(raw, file=str(path), index=i)
         row.pop("format", None)
         rows.append(row)
-        _check_prompt(row["prompt"], str(path), i, "prompt")
+        check_prompt(row["prompt"], file=str(path), row=i)
         for name in ("chosen", "rejected"):
             v = row[name]
             if not (isinstance(v, str) or isinstance(v, list)):

@@ -16,33 +16,17 @@ nothing to do, or refused by a check, leaves `OUT` untouched.
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
-from robustpo.data.io import AppendOnlyJsonl, fingerprint, write_jsonl_atomic
+from robustpo.data.io import AppendOnlyJsonl, fingerprint, partial_path, write_jsonl_atomic
 from robustpo.errors import ConfigError
-
-
-def _complete_rows(path: Path) -> tuple[list[dict], bool]:
-    """The complete JSON lines of `path` (read only) and whether nothing follows them."""
-    rows, good = [], 0
-    with open(path, "rb") as f:
-        for raw in f:
-            if not raw.endswith(b"\n"):
-                break
-            try:
-                rows.append(json.loads(raw))
-            except json.JSONDecodeError:
-                break
-            good += len(raw)
-    return rows, good == path.stat().st_size
 
 
 class ResumableOutput:
     def __init__(self, path: str | Path, settings: dict, *, overwrite: bool = False):
         self.path = Path(path)
-        self.partial_path = self.path.with_name(self.path.name + ".partial")
+        self.partial_path = partial_path(self.path)
         self.state_path = self.path.with_name(self.path.name + ".state.jsonl")
         if overwrite:
             for p in (self.path, self.partial_path, self.state_path):
@@ -61,7 +45,7 @@ class ResumableOutput:
             self.done[row["unit"]] = row
         self.settings = settings
         source = self.partial_path if self.partial_path.exists() else self.path if self.path.exists() else None
-        rows, clean = _complete_rows(source) if source is not None else ([], True)
+        rows, clean = AppendOnlyJsonl.read(source) if source is not None else ([], True)
         if source == self.path and rows and not self.state.rows and not self._all_have_source(rows):
             self.state.close()
             raise ConfigError(f"{self.path} already exists and was not written by this command; "

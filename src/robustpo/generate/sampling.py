@@ -30,9 +30,9 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from robustpo.data.io import AppendOnlyJsonl
+from robustpo.data.io import AppendOnlyJsonl, partial_path
+from robustpo.data.schema import read_prompts
 from robustpo.errors import ConfigError
-from robustpo.generate.pairs import read_prompts
 from robustpo.judges.base import text_hash
 
 BACKENDS = ("transformers", "vllm")
@@ -173,7 +173,7 @@ def generate_file(prompts_path: str, out_path: str, sampler, settings: SamplingS
     settings.check()
     prompts = read_prompts(prompts_path)
     final = Path(out_path)
-    partial = final.with_name(final.name + ".partial")
+    partial = partial_path(final)
     if overwrite:
         final.unlink(missing_ok=True)
         partial.unlink(missing_ok=True)

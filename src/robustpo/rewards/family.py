@@ -29,7 +29,6 @@ whole family, so every member judges exactly the same tokens.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 from pathlib import Path
@@ -65,32 +64,21 @@ def quiet_transformers():
             hf_logging.enable_progress_bar()
 
 
-def _hash_files(paths: list[Path], *, sample: int | None = None) -> str:
-    """Hash of files' names and bytes; with `sample`, only size + first and last `sample` bytes."""
-    h = hashlib.sha256()
-    for p in paths:
-        h.update(p.name.encode())
-        if sample is None:
-            h.update(p.read_bytes())
-            continue
-        size = p.stat().st_size
-        h.update(str(size).encode())
-        with open(p, "rb") as f:
-            h.update(f.read(sample))
-            f.seek(max(0, size - sample))
-            h.update(f.read(sample))
-    return h.hexdigest()[:16]
-
-
 def tokenizer_fingerprint(model_dir: Path) -> str:
-    return _hash_files([model_dir / n for n in TOKENIZER_FILES if (model_dir / n).exists()])
+    """Names and bytes of the tokenizer files."""
+    from robustpo.data.io import sampled_fingerprint
+
+    return sampled_fingerprint((n, model_dir / n) for n in TOKENIZER_FILES if (model_dir / n).exists())
 
 
 def weights_fingerprint(model_dir: Path) -> str:
     """config.json plus each weight file's size and first and last MiB: cheap for multi-GB
     models, yet a retrained or swapped member (whose weights differ everywhere) no longer matches."""
+    from robustpo.data.io import sampled_fingerprint
+
     weights = sorted(p for p in model_dir.iterdir() if p.suffix in (".safetensors", ".bin"))
-    return _hash_files([model_dir / "config.json"]) + _hash_files(weights, sample=1 << 20)
+    return (sampled_fingerprint([("config.json", model_dir / "config.json")])
+            + sampled_fingerprint(((p.name, p) for p in weights), sample=1 << 20))
 
 
 def read_model_config(model_dir: Path) -> dict:
@@ -200,24 +188,18 @@ def encode_texts(tokenizer, prompts: list, responses: list, *, max_length: int, 
     through the chat template; a long prompt keeps its last `max_prompt_length` tokens, then the
     response keeps its first `max_length − len(prompt)`. With `with_prompt_lengths`, returns
     (ids, prompt token counts)."""
-    from robustpo.data.tokenize import _truncate_prompt, render_texts
+    from robustpo.data.tokenize import SpecialTokens, encode_ids, render_texts
 
     rendered = [render_texts({"prompt": p, "chosen": r, "rejected": r, "index": i}, tokenizer)
                 for i, (p, r) in enumerate(zip(prompts, responses))]
     p_ids = tokenizer([p for p, *_ in rendered], add_special_tokens=False)["input_ids"]
     r_ids = tokenizer([r for _, r, _, _ in rendered], add_special_tokens=False)["input_ids"]
-    bos, eos = tokenizer.bos_token_id, tokenizer.eos_token_id
-    add_bos = bool(getattr(tokenizer, "add_bos_token", False)) and bos is not None
+    specials = SpecialTokens.of(tokenizer)
     out, prompt_lengths = [], []
     for (_, _, _, templated), p, r in zip(rendered, p_ids, r_ids):
-        if not templated:
-            if add_bos and (not p or p[0] != bos):
-                p = [bos] + p
-            if eos is not None:
-                r = r + [eos]
-        if len(p) + len(r) > max_length and len(p) > max_prompt_length:
-            p = _truncate_prompt(p, max_prompt_length, bos if add_bos else None)
-        out.append(p + r[:max_length - len(p)])
+        p, (r,), _, _ = encode_ids(p, [r], specials, templated=templated, max_length=max_length,
+                                   max_prompt_length=max_prompt_length)
+        out.append(p + r)
         prompt_lengths.append(len(p))
     return (out, prompt_lengths) if with_prompt_lengths else out
 

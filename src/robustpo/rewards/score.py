@@ -55,7 +55,9 @@ class ScoreResult:
 
 
 def _paths(out_path: Path) -> tuple[Path, Path]:
-    return out_path.with_name(out_path.name + ".partial"), out_path.with_name(out_path.name + ".meta.json")
+    from robustpo.data.io import partial_path
+
+    return partial_path(out_path), out_path.with_name(out_path.name + ".meta.json")
 
 
 def _shards(partial_path: Path) -> list[Path]:
@@ -65,17 +67,11 @@ def _shards(partial_path: Path) -> list[Path]:
 
 
 def _read_shard(path: Path) -> list[dict]:
-    """Complete lines of a partial file (a torn last line, from a killed writer, is ignored)."""
-    rows = []
-    with open(path, "rb") as f:
-        for raw in f:
-            if not raw.endswith(b"\n"):
-                break
-            try:
-                rows.append(json.loads(raw))
-            except json.JSONDecodeError:
-                break
-    return rows
+    """Complete lines of a partial file (a torn last line, from a killed writer, is ignored; the
+    file is not changed: it may be another process's)."""
+    from robustpo.data.io import AppendOnlyJsonl
+
+    return AppendOnlyJsonl.read(path)[0]
 
 
 class _Processes:

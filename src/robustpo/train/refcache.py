@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from robustpo.data.collate import split_sequences
-from robustpo.data.io import atomic_path, fingerprint
+from robustpo.data.io import atomic_path, fingerprint, sampled_fingerprint
 from robustpo.data.tokenize import TokenizedPair
 from robustpo.train.forward import ResponseLogps, frozen_logps
 
@@ -82,21 +82,11 @@ def model_fingerprint(path: str) -> str:
     p = Path(path)
     if not p.is_dir():
         return fingerprint("hub", path)
-    h = hashlib.sha256()
-    for f in sorted(p.rglob("*")):
-        if not f.is_file() or f.suffix not in {".json", ".safetensors", ".bin", ".model", ".txt"}:
-            continue
-        h.update(f.relative_to(p).as_posix().encode())
-        size = f.stat().st_size
-        h.update(str(size).encode())
-        with open(f, "rb") as fh:
-            if size <= 64 << 20:
-                h.update(fh.read())
-            else:  # huge weight shards: size + head + tail is enough to notice a different checkpoint
-                h.update(fh.read(1 << 20))
-                fh.seek(size - (1 << 20))
-                h.update(fh.read(1 << 20))
-    return h.hexdigest()[:16]
+    files = (f for f in sorted(p.rglob("*"))
+             if f.is_file() and f.suffix in {".json", ".safetensors", ".bin", ".model", ".txt"})
+    # huge weight shards: size + head + tail is enough to notice a different checkpoint
+    return sampled_fingerprint(((f.relative_to(p).as_posix(), f) for f in files), sample=1 << 20,
+                               whole_up_to=64 << 20)
 
 
 def data_fingerprint(items: list[TokenizedPair]) -> str:
