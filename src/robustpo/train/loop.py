@@ -55,6 +55,29 @@ def make_accelerator(cfg: TrainConfig, run_dir: Path):
                        cpu=distributed and not torch.cuda.is_available())
 
 
+def start_trackers(accelerator, cfg, project: str = "robustpo") -> None:
+    """accelerate's trackers (train.log_with) with the run's config as their hyperparameters.
+
+    The config is flattened to dotted keys with scalar values (lists and dicts as JSON text,
+    None as "null"): TensorBoard's hparams accept only int, float, str and bool, and refuse
+    the whole run otherwise."""
+    import json
+
+    from robustpo.config import to_dict
+
+    def flat(value, prefix=""):
+        if isinstance(value, dict) and value:
+            for k, v in value.items():
+                yield from flat(v, f"{prefix}{k}.")
+        elif isinstance(value, (bool, int, float, str)):
+            yield prefix[:-1], value
+        else:
+            yield prefix[:-1], "null" if value is None else json.dumps(value, default=str)
+
+    if cfg.train.log_with:
+        accelerator.init_trackers(project, config=dict(flat(to_dict(cfg))))
+
+
 def shared_base(accelerator, model_cfg, run_dir: Path, texts, seed: int) -> str:
     """models.materialize_base on the main process first (a `tiny:` model is built and saved
     once), then on every process, where it is a no-op: all load the same starting weights."""
@@ -409,7 +432,7 @@ def check_finite_weights(model, what: str) -> None:
 def run_loop(*, accelerator, model, optimizer, scheduler, dataset, collate_fn, step_fn: Callable,
              cfg: TrainConfig, run_dir: Path, total_steps: int, resume: bool,
              on_log: Callable[[dict], None] | None = None, lengths: list[int] | None = None,
-             source: str | None = None, saves: str = "final/") -> LoopState:
+             source: str | None = None, saves: str = "final/", log_prefix: str = "") -> LoopState:
     """Train `model` (already `accelerator.prepare`d with optimizer and scheduler) to `total_steps`.
 
     `lengths` (tokens per item) enables length-grouped batches when `cfg.group_by_length`.
@@ -418,7 +441,8 @@ def run_loop(*, accelerator, model, optimizer, scheduler, dataset, collate_fn, s
     and the gradient norm: a non-finite value stops the run with TrainingError naming the step,
     the batch's rows (of `source`) and the last good checkpoint, before any update is made from
     it (the trainer then never writes `saves`, its model); with `cfg.skip_nonfinite` = N, up to N such steps are skipped instead (consumed, no
-    optimizer or scheduler step) and counted (`nonfinite_skipped` in the metrics and state)."""
+    optimizer or scheduler step) and counted (`nonfinite_skipped` in the metrics and state).
+    Trackers get each logged row with its keys prefixed by `log_prefix` (one per reward member)."""
     from tqdm.auto import tqdm
 
     from robustpo.errors import TrainingError
@@ -524,7 +548,7 @@ def run_loop(*, accelerator, model, optimizer, scheduler, dataset, collate_fn, s
                 t_last, pairs_since = now, 0
                 if metrics_log is not None:
                     metrics_log.append(row)
-                accelerator.log({k: v for k, v in row.items() if k != "step"}, step=state.step)
+                accelerator.log({log_prefix + k: v for k, v in row.items() if k != "step"}, step=state.step)
                 bar.set_postfix(loss=f"{row['loss']:.4f}", refresh=False)
                 if on_log is not None:
                     on_log(row)

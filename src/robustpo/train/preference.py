@@ -8,14 +8,13 @@ loop -> final model. What is computed and fed is read from the specs, never from
 
 from __future__ import annotations
 
-import json
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from robustpo.config import RunConfig, to_dict
+from robustpo.config import RunConfig
 from robustpo.data.collate import split_sequences
 from robustpo.errors import ConfigError
 from robustpo.losses import LossSpec
@@ -153,7 +152,7 @@ def _train(cfg: RunConfig, accelerator, run_dir: Path, rows: list, report, resum
     from robustpo.data.tokenize import tokenize_pairs
     from robustpo.models import load_causal_lm, load_tokenizer
     from robustpo.train import refcache
-    from robustpo.train.loop import make_optimizer_and_scheduler, run_loop, shared_base
+    from robustpo.train.loop import make_optimizer_and_scheduler, run_loop, shared_base, start_trackers
 
     tc = cfg.train
     spec = cfg.loss.spec
@@ -192,8 +191,7 @@ def _train(cfg: RunConfig, accelerator, run_dir: Path, rows: list, report, resum
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer, scheduler, total = make_optimizer_and_scheduler(params, tc, len(items), accelerator.num_processes)
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
-    if tc.log_with:
-        accelerator.init_trackers("robustpo", config=json.loads(json.dumps(to_dict(cfg), default=str)))
+    start_trackers(accelerator, cfg)
 
     collapse = {"warned": False}
 

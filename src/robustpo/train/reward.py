@@ -29,7 +29,6 @@ import json
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from robustpo.config import ModelConfig
@@ -236,7 +235,7 @@ def train_member(accelerator, cfg: RewardRunConfig, plan: MemberPlan, base: str,
                      dataset=plan.items, collate_fn=collate,
                      step_fn=make_step_fn(cfg.reward.center_coef, cfg.reward.use_margin, decorrelate),
                      cfg=tc, run_dir=run_dir, total_steps=total, resume=resume, on_log=last.update,
-                     source=cfg.data.train, saves=f"members/{plan.name}")
+                     source=cfg.data.train, saves=f"members/{plan.name}", log_prefix=f"{plan.name}/")
     accelerator.wait_for_everyone()
     trained = accelerator.unwrap_model(module)
     check_finite_weights(trained, f"members/{plan.name}")
@@ -385,9 +384,10 @@ def _train_family(cfg: RewardRunConfig, accelerator, family_dir: Path, report, t
     from robustpo.data.tokenize import tokenize_pairs
     from robustpo.models import load_tokenizer
     from robustpo.rewards.family import write_manifest
-    from robustpo.train.loop import shared_base
+    from robustpo.train.loop import shared_base, start_trackers
 
     tc, fam, confound = cfg.train, cfg.reward.family, cfg.reward.confound
+    start_trackers(accelerator, cfg, "robustpo-reward")
     accelerator.print(f"{report.summary()}; {len(train_rows)} for training, {len(held_rows)} held out")
 
     texts = lambda: (str(t) for r in train_rows for t in (r["prompt"], r["chosen"], r["rejected"]))  # noqa: E731
