@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 
-from testdata import HH_DATA, REPO
+from testdata import HH_DATA, REPO, needs_hh_data
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1"}
 
@@ -16,6 +16,7 @@ def robustpo(*args, cwd=REPO):
                           capture_output=True, text=True)
 
 
+@needs_hh_data
 def test_validate_reports_counts_formats_and_lengths():
     out = robustpo("validate", HH_DATA)
     assert out.returncode == 1  # the 4 empty replies are problems

@@ -8,9 +8,10 @@ import sys
 
 import pytest
 
-from testdata import HH_DATA, REPO
+from testdata import HH_DATA, REPO, needs_hh_data
 
 
+@needs_hh_data
 def test_speed_benchmark_quick_json(tmp_path):
     out = tmp_path / "speed.json"
     proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "speed.py"), "--quick", "--json", str(out),

@@ -6,7 +6,7 @@ from robustpo.data.formats import split_implicit
 from robustpo.data.schema import load_preferences
 from robustpo.errors import DataError
 
-from testdata import HH_DATA
+from testdata import HH_DATA, needs_hh_data
 
 GOOD = {"prompt": "Q?", "chosen": "yes", "rejected": "no"}
 
@@ -22,6 +22,7 @@ def test_implicit_prompt_split_reproduces_both_texts():
     assert prompt.endswith("Assistant:") and c == " I am sure"
 
 
+@needs_hh_data
 def test_real_hh_rlhf_file():
     """2,312 pairs; 4 have an empty chosen reply (an error unless drop_empty)."""
     with pytest.raises(DataError, match=r"row 87, field 'chosen': empty response"):

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 from genhelpers import HERE, cli_command, read_jsonl, run_cli, write_jsonl
@@ -74,11 +75,17 @@ HOLD = ("import fcntl, os, sys, time\n"
         "time.sleep(120)\n")
 
 
-def hold(lock, pid_text):
-    """A process flocking `lock` with `pid_text` written in it (as a robustpo holder's child would)."""
+@contextmanager
+def held(lock, pid_text):
+    """A process flocking `lock` with `pid_text` written in it (as a robustpo holder's child would),
+    killed on exit."""
     proc = subprocess.Popen([sys.executable, "-c", HOLD, str(lock), pid_text], stdout=subprocess.PIPE, text=True)
-    assert proc.stdout.readline() == "held\n"
-    return proc
+    try:
+        assert proc.stdout.readline() == "held\n"
+        yield proc
+    finally:
+        proc.kill()
+        proc.wait()
 
 
 def test_a_lock_whose_pid_is_dead_is_taken_over_even_while_still_flocked(tmp_path):
@@ -86,27 +93,19 @@ def test_a_lock_whose_pid_is_dead_is_taken_over_even_while_still_flocked(tmp_pat
     out = tmp_path / "pairs.jsonl"
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()                                    # a pid that no longer runs
-    orphan = hold(tmp_path / "pairs.jsonl.lock", str(dead.pid))
-    try:
+    with held(tmp_path / "pairs.jsonl.lock", str(dead.pid)):
         assert run_cli(["rank", "--judge", LONGER, "--in", src, "--out", out, "--no-progress"]) == 0
         assert len(read_jsonl(out)) == 3
-    finally:
-        orphan.kill()
-        orphan.wait()
 
 
 def test_a_live_holder_is_named_by_every_command(tmp_path, capsys):
     src = write_jsonl(tmp_path / "samples.jsonl", SAMPLES)
     out = tmp_path / "pairs.jsonl"
-    holder = hold(tmp_path / "pairs.jsonl.lock", str(os.getppid()))  # a live pid (this test's parent)
-    try:
+    with held(tmp_path / "pairs.jsonl.lock", str(os.getppid())):  # a live pid (this test's parent)
         for argv in other_commands(out, src):
             assert run_cli(argv) == 2
             assert MESSAGE.format(out=out, pid=os.getppid()) in capsys.readouterr().err
         assert sorted(p.name for p in tmp_path.iterdir()) == ["pairs.jsonl.lock", "samples.jsonl"]
-    finally:
-        holder.kill()
-        holder.wait()
 
 
 def test_an_output_folder_that_cannot_be_written_is_a_clear_error(tmp_path, capsys):

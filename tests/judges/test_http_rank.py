@@ -4,21 +4,12 @@ pays only for what is missing)."""
 
 import json
 
-import robustpo.cli as cli
+from genhelpers_judges import run_cli as run
 
 # 3 prompts × 4 completions of distinct lengths: tournament = 2·4 − 3 = 5 comparisons
 # per prompt, both orders → 10 requests per prompt, 30 in all.
 SAMPLES = [{"prompt": f"p{i}", "completions": ["aa", "a" * 9, "a", "a" * 5][i:] + ["aa", "a" * 9, "a", "a" * 5][:i]}
            for i in range(3)]
-
-
-def run(argv):
-    saved = list(cli.COMMAND_MODULES)
-    cli.COMMAND_MODULES[:] = ["robustpo.generate.commands"]
-    try:
-        return cli.main([str(a) for a in argv])
-    finally:
-        cli.COMMAND_MODULES[:] = saved
 
 
 def rank_argv(server, src, out, *extra):

@@ -11,7 +11,7 @@ import json
 
 import pytest
 
-from testdata import HH_DATA
+from testdata import HH_DATA, needs_hh_data
 from robustpo.cli import main
 from rewardtesting import write_rows
 from robustpo.data.io import read_records
@@ -63,11 +63,13 @@ def run_pipeline(tmp_path, *, max_rows, size, train_steps, capsys):
     return manifest, out
 
 
+@needs_hh_data
 def test_hh_train_family_score_e_dpo(tmp_path, capsys):
     """The first 400 HH pairs (360 train / 40 held out), a family of 2, e_dpo for 3 steps."""
     run_pipeline(tmp_path, max_rows=400, size=2, train_steps=3, capsys=capsys)
 
 
+@needs_hh_data
 @pytest.mark.slow
 def test_hh_full_train_family_score_e_dpo(tmp_path, capsys):
     """All 2,308 usable pairs (2,077 train / 231 held out), a family of 3, e_dpo for 20 steps."""
