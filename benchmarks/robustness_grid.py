@@ -10,7 +10,8 @@ measures each on the unbiased validation pairs (the precondition), and trains ev
 of grid_plan.METHODS from the reference under the demo's budget (3 epochs of 32-pair batches).
 Hyperparameters are chosen the same way for every method: each setting of its sweep is trained
 at the first seed (N = 512) and scored by gold win rate on the unbiased validation prompts,
-never the test prompts; the winner runs at every seed and N. The gold-feature probe
+never the test prompts, in two stages (grid_plan.sweep, then grid_plan.refine at the
+stage-1 winner); the winner runs at every seed and N. The gold-feature probe
 (testbed/probe.py) is the reference line for the precondition. Also: the data-size dimension
 (N = 2,048 at --n2048-rhos), the reward-model budget dimension (epochs × backbone width at
 --budget-rhos), and the learning-rate sweep of dpo and minor_dpo (ρ = --lr-rho).
@@ -230,22 +231,29 @@ def main(argv=None) -> int:
              "scored": str(fam.with_name(fam.name + ".scored.jsonl")) if fam else None}
         return {**j, "lr": lr} if lr else j
 
-    # B. selection at the first seed, on the validation prompts
-    sweeps = {m: plan.sweep(m, q) for m in methods}
+    # B. selection at the first seed, on the validation prompts: stage 1, then stage 2 at its winners
     selection, best = [], {}
-    if any(len(s) > 1 for s in sweeps.values()):
-        jobs = [job(m, st, n0, rho, seeds[0], "sweep", "validation") for rho in rhos for m in methods for st in sweeps[m]]
-        scored = runner.map(train_eval, jobs)
-        for j, r in zip(jobs, scored):
+
+    def score_settings(settings: dict) -> None:
+        """Train and score every setting of {(rho, method): [setting]}; update `best` per (rho, method)."""
+        jobs = [job(m, st, n0, rho, seeds[0], "sweep", "validation") for (rho, m), sts in settings.items() for st in sts]
+        for j, r in zip(jobs, runner.map(train_eval, jobs)):
             selection.append({"rho": j["rho"], "method": j["method"], "hparams": r["hparams"],
                               "val_win_rate": r["win_rate"], "setting": j["setting"]})
+        for key in settings:
+            rows = [s for s in selection if (s["rho"], s["method"]) == key]
+            best[key] = max(rows, key=lambda s: s["val_win_rate"])["setting"]
         say(f"{len(jobs)} sweep runs scored on validation prompts")
-    for rho in rhos:
-        for m in methods:
-            rows = [s for s in selection if s["rho"] == rho and s["method"] == m]
-            best[(rho, m)] = max(rows, key=lambda s: s["val_win_rate"])["setting"] if rows else sweeps[m][0]
-            for s in rows:
-                s["chosen"] = s["setting"] is best[(rho, m)]
+
+    stage1 = {(rho, m): plan.sweep(m, q) for rho in rhos for m in methods}
+    if any(len(s) > 1 for s in stage1.values()):
+        score_settings(stage1)
+        stage2 = {key: plan.refine(key[1], best[key], q) for key in stage1}
+        score_settings({key: sts for key, sts in stage2.items() if sts})
+    for key, sts in stage1.items():
+        best.setdefault(key, sts[0])
+    for s in selection:
+        s["chosen"] = s["setting"] is best[(s["rho"], s["method"])]
 
     def sel(rho, m):
         return best.get((rho, m)) or best[(min(rhos, key=lambda r: abs(r - rho)), m)]

@@ -128,3 +128,29 @@ def test_same_seed_same_pairs(quick_testbed):
     again = build(tb.config, log=messages.append)
     assert again.root == tb.root and not any("training" in m for m in messages)
     assert {name: (again.root / name).read_bytes() for name in before} == before
+
+
+_BUILD_WITH_THREADS = """
+import hashlib, sys, torch
+torch.set_num_threads(int(sys.argv[1]))
+from robustpo.testbed import TestbedConfig, build
+tb = build(TestbedConfig(seed=3, cache_dir=sys.argv[2]), log=lambda _: None)
+print(hashlib.sha256((tb.reference_path / "model.safetensors").read_bytes()).hexdigest(),
+      hashlib.sha256(tb.pool_path.read_bytes()).hexdigest(), torch.get_num_threads())
+"""
+
+
+@pytest.mark.slow
+def test_full_testbed_is_the_same_whatever_thread_count_builds_it(tmp_path):
+    """Seed 3's full-size reference came out with different weights when a 1-thread process
+    (a grid worker) or a 2-thread one (`robustpo demo`) built it first (measured before the
+    pin: 18eddccd… vs e76c0f59…). Built in two processes with 1 and 2 threads, into two
+    caches, the reference weights and the sampled pairs must be byte-identical, and the
+    builder's own thread setting must come back unchanged. About 50 s."""
+    import subprocess
+    import sys
+
+    out = [subprocess.run([sys.executable, "-c", _BUILD_WITH_THREADS, str(n), str(tmp_path / f"t{n}")],
+                          check=True, capture_output=True, text=True).stdout.split() for n in (1, 2)]
+    assert out[0][:2] == out[1][:2]
+    assert [o[2] for o in out] == ["1", "2"]

@@ -210,6 +210,13 @@ def _build_reference(config: TestbedConfig, ref_root: Path, log) -> None:
 
 
 def _build_pairs(config: TestbedConfig, reference_path: Path, root: Path, log) -> None:
+    from robustpo.testbed.reference import one_thread
+
+    with one_thread():  # sampled tokens depend on the logits' last bits, hence on the thread count
+        _sample_and_label(config, reference_path, root, log)
+
+
+def _sample_and_label(config: TestbedConfig, reference_path: Path, root: Path, log) -> None:
     from robustpo.eval.sampling import load_causal_lm, sample_responses
 
     started = time.perf_counter()

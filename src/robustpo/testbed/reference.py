@@ -8,6 +8,7 @@ training loop and `robustpo eval` load it by path like any other model.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from pathlib import Path
@@ -49,6 +50,20 @@ def _batches(examples: list[tuple[list[int], list[int]]], batch_size: int, pad_i
             yield ids, labels, (ids != pad_id) | (labels != -100)
 
 
+@contextlib.contextmanager
+def one_thread():
+    """Run the block on one torch thread. A matmul's reduction order, hence the last bits of
+    its result, depends on the thread count; the testbed is a cache keyed by its config and
+    code, so it must come out bit-identical whichever process (the 1-thread grid workers, a
+    default-threaded `robustpo demo`) happens to build it first."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def train_reference(prompts: list[str], demonstrations: list[str], out_dir: str | Path, *,
                     seed: int = 0, steps: int = 600, batch_size: int = 64, lr: float = 3e-3,
                     hidden_size: int = 64, num_layers: int = 2, num_heads: int = 4,
@@ -56,8 +71,17 @@ def train_reference(prompts: list[str], demonstrations: list[str], out_dir: str 
     """SFT a tiny Llama on (prompt, demonstration) pairs; save model + tokenizer to `out_dir`.
 
     Loss on response tokens only (EOS included, so the policy learns when to stop);
-    AdamW with linear warm-up and cosine decay. Returns a few training statistics.
+    AdamW with linear warm-up and cosine decay, on one thread (`one_thread`). Returns a few
+    training statistics.
     """
+    with one_thread():
+        return _train_reference(prompts, demonstrations, out_dir, seed=seed, steps=steps, batch_size=batch_size,
+                                lr=lr, hidden_size=hidden_size, num_layers=num_layers, num_heads=num_heads,
+                                log_every=log_every, log=log)
+
+
+def _train_reference(prompts, demonstrations, out_dir, *, seed, steps, batch_size, lr, hidden_size, num_layers,
+                     num_heads, log_every, log) -> dict:
     from transformers import AutoModelForCausalLM
 
     tokenizer = build_tokenizer()
