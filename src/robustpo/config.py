@@ -1,6 +1,7 @@
 """Typed configs: YAML recipes plus `--section.key=value` overrides.
 
-Unknown keys are errors with a "did you mean"; values are checked against the field types.
+Unknown keys are errors with a "did you mean" (a TRL `DPOConfig` name: the robustpo key to use,
+`trl_names.py`); values are checked against the field types.
 The loss section is `{name: e_dpo, beta: 0.1, gamma: 0.1}`: the name plus that loss's
 hyperparameters. They are resolved when the recipe loads (`LossSpec.resolve`): names checked
 against the function's signature, values coerced to its defaults' types and checked against
@@ -28,6 +29,7 @@ import yaml
 
 from robustpo.errors import ConfigError
 from robustpo.params import Param, Rule
+from robustpo.trl_names import hint as trl_hint
 
 AT_LEAST_1, NON_NEGATIVE, POSITIVE = Param(low=1), Param(low=0), Param(low=0, open_low=True)
 DTYPES = ("float32", "bfloat16", "float16", "auto")
@@ -160,6 +162,12 @@ class RunConfig:
 # ------------------------------------------------------------------------------ parsing
 
 
+def _unknown(path: str, key, value, known: list[str]) -> ConfigError:
+    """A TRL name gets the robustpo key to use (trl_names.py); anything else a "did you mean"."""
+    trl = trl_hint(key, value)
+    return ConfigError(f"unknown config key '{path}'" + (f": {trl}" if trl else _suggest(key, known)))
+
+
 def _suggest(key: str, known: list[str]) -> str:
     close = difflib.get_close_matches(key, known, n=1)
     return f"; did you mean '{close[0]}'?" if close else f"; known keys: {', '.join(known)}"
@@ -215,6 +223,9 @@ def _loss_from(value, where: str) -> LossConfig:
         spec = get_loss(value["name"], kind)
     except ConfigError as e:
         raise ConfigError(f"{where}: {e}") from None
+    for k, v in params.items():   # `loss: {name: dpo, rpo_alpha: 1}`: TRL's name, not a hyperparameter here
+        if k not in spec.defaults and trl_hint(k, v):
+            raise _unknown(f"{where}.{k}", k, v, list(spec.defaults))
     return LossConfig(name=spec.name, params=spec.resolve(params, where))
 
 
@@ -268,7 +279,7 @@ def from_dict_plain(cls, data: dict, where: str):
     for key, value in data.items():
         path = f"{where}.{key}" if where else key
         if key not in fields:
-            raise ConfigError(f"unknown config key '{path}'{_suggest(key, list(fields))}")
+            raise _unknown(path, key, value, list(fields))
         kwargs[key] = _coerce(value, hints[key], path)
     return cls(**kwargs)
 
