@@ -182,7 +182,7 @@ def test_a_reachable_hub_or_proxy_lets_a_hub_id_through(monkeypatch, empty_hub_c
 @pytest.mark.parametrize("command,key", [
     (["generate", "--model", "Qwen/Qwen2.5-0.5B", "--prompts", "PROMPTS", "--out", "OUT"], "--model"),
     (["eval", "--policy", "Qwen/Qwen2.5-0.5B", "--reference", "Qwen/Qwen2.5-0.5B", "--prompts", "PROMPTS",
-      "--out", "OUT"], "--policy Qwen2.5-0.5B"),
+      "--out", "OUT"], "policy Qwen2.5-0.5B"),
 ])
 def test_commands_that_load_a_model_refuse_an_unreachable_hub_first(tmp_path, capsys, monkeypatch, empty_hub_cache,
                                                                     command, key):

@@ -17,6 +17,7 @@ built in Python). A bad value stops with one line naming the key:
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
 import types
@@ -307,10 +308,13 @@ def parse_overrides(args: list[str]) -> list[tuple[str, Any]]:
     return out
 
 
-def load_config(path: str | Path | None, overrides: list[str] | None = None, cls=None):
-    """Read a YAML recipe into `cls` (default RunConfig), applying `--a.b=value` overrides."""
+def load_config(recipe: str | Path | dict | None, overrides: list[str] | dict | None = None, cls=None):
+    """Read a recipe into `cls` (default RunConfig): a YAML file, or the same tree as a dict
+    (the Python API). Overrides: CLI strings `--a.b=value` (values parsed as YAML) or a dict
+    `{"a.b": value}`."""
     cls = cls or RunConfig
-    data: dict = {}
+    path = None if isinstance(recipe, dict) else recipe
+    data: dict = copy.deepcopy(recipe) if isinstance(recipe, dict) else {}
     if path is not None:
         try:
             data = yaml.safe_load(Path(path).read_text()) or {}
@@ -320,7 +324,8 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None, cls
             raise ConfigError(f"{path}: not valid YAML: {e}") from None
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: a recipe must be a mapping of sections")
-    for key, value in parse_overrides(overrides or []):
+    pairs = list(overrides.items()) if isinstance(overrides, dict) else parse_overrides(overrides or [])
+    for key, value in pairs:
         _set_path(data, key, value)
     try:
         return from_dict(cls, data)

@@ -5,11 +5,16 @@ KL(π‖π_ref), the Δ(w)/Δ(l) collapse diagnostic, and reports with plots.
     result = evaluate_policies({"dpo": run_dir}, reference_path, prompts, gold_fn=gold_rewards)
     write_eval_outputs(result, out_dir)
 
+`robustpo.eval(policies, reference, prompts, out=...)` does what `robustpo eval` does
+(robustpo.api.evaluate): this package is callable, its names resolve as below.
+
 Names resolve lazily: `robustpo.eval.commands` is imported by the CLI at start-up, and must
 not pull in torch for `robustpo --help`.
 """
 
 import importlib
+
+from robustpo.api import evaluate as _evaluate, make_callable
 
 _EXPORTS = {
     "EvalSettings": "evaluate", "evaluate_policies": "evaluate", "evaluate_policy": "evaluate",
@@ -24,3 +29,6 @@ def __getattr__(name: str):
     if name in _EXPORTS:
         return getattr(importlib.import_module(f"robustpo.eval.{_EXPORTS[name]}"), name)
     raise AttributeError(f"module 'robustpo.eval' has no attribute '{name}'")
+
+
+make_callable(__name__, _evaluate)

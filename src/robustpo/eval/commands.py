@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
-
-GOLD_ALIASES = {"testbed": "robustpo.testbed.task:gold_rewards"}
-
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
@@ -44,55 +40,17 @@ def register(subparsers) -> None:
     r.set_defaults(func=run_report)
 
 
-def _named_paths(specs: list[str]) -> dict[str, str]:
-    from pathlib import Path
-
-    from robustpo.errors import ConfigError
-
-    out: dict[str, str] = {}
-    for spec in specs:
-        name, sep, path = spec.partition("=")
-        if not sep:
-            p = Path(spec)
-            name, path = (p.parent.name if p.name == "final" else p.name) or spec, spec
-        if name in out:
-            raise ConfigError(f"two policies are named '{name}'; name them with NAME=PATH")
-        out[name] = path
-    return out
-
-
 def run_eval(args) -> int:
-    from robustpo.data.io import read_records
-    from robustpo.data.schema import read_prompts
-    from robustpo.eval.evaluate import EvalSettings, evaluate_policies
-    from robustpo.eval.report import markdown_table, write_eval_outputs
+    from robustpo.api import evaluate, named_policies
+    from robustpo.eval.report import markdown_table
 
-    from robustpo.eval.evaluate import resolve_model_path
-    from robustpo.models import check_model_source
-
-    policies = _named_paths(args.policy)
-    for name, path in policies.items():
-        check_model_source(str(resolve_model_path(path)), f"--policy {name}")
-    check_model_source(str(resolve_model_path(args.reference)), "--reference")
-    gold_fn = judge = None
-    if args.gold:
-        from robustpo.judges.function import import_object
-
-        gold_fn = import_object(GOLD_ALIASES.get(args.gold, args.gold))
-    if args.judge:
-        from robustpo.judges import load_judge
-
-        judge = load_judge(args.judge)
-    settings = EvalSettings(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p,
-                            samples_per_prompt=args.samples_per_prompt, seed=args.seed,
-                            batch_size=args.batch_size, max_train_pairs=args.max_train_pairs, device=args.device)
-    result = evaluate_policies(
-        policies, args.reference, read_prompts(args.prompts, limit=args.max_prompts),
-        gold_fn=gold_fn, judge=judge, settings=settings,
-        train_pairs=read_records(args.train_pairs) if args.train_pairs else None)
-    paths = write_eval_outputs(result, args.out)
+    result = evaluate(named_policies(args.policy), args.reference, args.prompts, out=args.out, gold=args.gold,
+                      judge=args.judge, train_pairs=args.train_pairs, max_prompts=args.max_prompts,
+                      max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p,
+                      samples_per_prompt=args.samples_per_prompt, seed=args.seed, batch_size=args.batch_size,
+                      max_train_pairs=args.max_train_pairs, device=args.device)
     print(markdown_table(result))
-    print(f"wrote {', '.join(str(p) for p in paths.values())}")
+    print(f"wrote {', '.join(result['written'].values())}")
     return 0
 
 

@@ -62,20 +62,16 @@ def register(sub) -> None:
 
 
 def run_train(args) -> int:
-    import json
-
-    from robustpo.config import load_config
+    from robustpo.api import reward_train
     from robustpo.errors import ConfigError
     from robustpo.rewards.evaluate import format_metrics
-    from robustpo.rewards.plan import RewardRunConfig
-    from robustpo.train.reward import train_reward_family   # the trainer (train/ imports rewards/, not back)
 
     if args.allow_changes and not args.resume:
         raise ConfigError("--allow-changes only applies to --resume")
-    cfg = load_config(args.recipe, args.overrides, cls=RewardRunConfig)
-    out = train_reward_family(cfg, resume=args.resume, overwrite=args.overwrite, allow_changes=args.allow_changes)
-    manifest = json.loads((out / "family.json").read_text())
-    print(f"family of {manifest['size']} ({manifest['mode']}) written to {out}")
+    run = reward_train(args.recipe, args.overrides, resume=args.resume, overwrite=args.overwrite,
+                       allow_changes=args.allow_changes)
+    manifest = run.manifest
+    print(f"family of {manifest['size']} ({manifest['mode']}) written to {run.family_dir}")
     if "heldout" in manifest:
         metrics = {"members": {m["name"]: m["heldout"] for m in manifest["members"]}, **manifest["heldout"]}
         print(f"held-out: {manifest['heldout']['source']}\n{format_metrics(metrics)}")
@@ -103,30 +99,27 @@ def run_family(args) -> int:
 
 
 def run_eval(args) -> int:
+    from robustpo.api import reward_eval
     from robustpo.data.io import write_json_atomic
-    from robustpo.data.schema import load_preferences
-    from robustpo.rewards.evaluate import evaluate_family, format_metrics
-    from robustpo.rewards.family import load_family
+    from robustpo.rewards.evaluate import format_metrics
 
-    rows, report = load_preferences(args.data, drop_empty=args.drop_empty)
-    metrics = evaluate_family(load_family(args.family, batch_size=args.batch_size, device=args.device), rows)
-    print(f"{report.summary()}\n{format_metrics(metrics)}")
+    metrics = reward_eval(args.family, args.data, batch_size=args.batch_size, device=args.device,
+                          drop_empty=args.drop_empty)
+    print(f"{metrics.pop('data_report')}\n{format_metrics(metrics)}")
     if args.json:
         write_json_atomic(args.json, {"data": args.data, "family": args.family, **metrics})
     return 0
 
 
 def run_score(args) -> int:
-    from robustpo.rewards.family import load_family
-    from robustpo.rewards.score import score_dataset
+    from robustpo.api import reward_score
 
     device = args.device
     if device == "cuda" and int(os.environ.get("WORLD_SIZE", "1")) > 1:   # one GPU per launched process
         device = f"cuda:{os.environ.get('LOCAL_RANK', '0')}"
-    family = load_family(args.family, batch_size=args.batch_size, device=device)
-    result = score_dataset(family, args.data, args.out, normalize=args.normalize, stats_from=args.stats_from,
-                           batch_size=args.batch_size, fmt=args.format, split=args.split, drop_empty=args.drop_empty,
-                           overwrite=args.overwrite)
+    result = reward_score(args.family, args.data, args.out, normalize=args.normalize, stats_from=args.stats_from,
+                          batch_size=args.batch_size, device=device, format=args.format, split=args.split,
+                          drop_empty=args.drop_empty, overwrite=args.overwrite)
     resumed = result.rows - result.scored_now
     if result.scored_now == 0 and resumed:
         note = "already up to date"

@@ -44,9 +44,8 @@ def catalogue() -> str:
 
 
 def run(args) -> int:
-    from robustpo.config import load_config
+    from robustpo.api import train
     from robustpo.errors import ConfigError
-    from robustpo.train.preference import train_preference
 
     if args.list_losses:
         print(catalogue())
@@ -55,6 +54,5 @@ def run(args) -> int:
         raise ConfigError("a recipe is required (robustpo train RECIPE.yaml), or --list-losses")
     if args.allow_changes and not args.resume:
         raise ConfigError("--allow-changes only applies to --resume")
-    cfg = load_config(args.recipe, args.overrides)
-    train_preference(cfg, resume=args.resume, overwrite=args.overwrite, allow_changes=args.allow_changes)
+    train(args.recipe, args.overrides, resume=args.resume, overwrite=args.overwrite, allow_changes=args.allow_changes)
     return 0
