@@ -39,3 +39,41 @@ def needs_hh_data(test):
 
     return pytest.mark.skipif(not HH_DATA.exists(), reason=f"needs the HH-RLHF file at {HH_DATA} "
                               "(../shared/data, or set ROBUSTPO_HH_DATA)")(test)
+
+
+def read_card(folder):
+    """A model card (README.md) parsed back: (front matter, {section heading: text})."""
+    import re
+
+    import yaml
+
+    text = (Path(folder) / "README.md").read_text(encoding="utf-8")
+    assert text.startswith("---\n"), "a Hugging Face card opens with YAML front matter"
+    _, head, body = text.split("---\n", 2)
+    sections = dict(re.findall(r"^## (.+?)\n(.*?)(?=^## |\Z)", body, flags=re.S | re.M))
+    return yaml.safe_load(head), sections
+
+
+def card_config(sections) -> dict:
+    """The ```yaml block of the card's "Training configuration" section."""
+    import re
+
+    import yaml
+
+    return yaml.safe_load(re.search(r"```yaml\n(.*?)```", sections["Training configuration"], re.S).group(1))
+
+
+def card_tables(text) -> list[list[str]]:
+    """The cells of every markdown table row in `text` (header and rule rows left out)."""
+    rows = [[c.strip() for c in line.strip()[1:-1].split("|")] for line in text.splitlines()
+            if line.startswith("|") and not line.startswith("|---")]
+    return [r for r in rows if r[0] not in ("key", "hyperparameter", "metric", "member")]
+
+
+def flat_leaves(tree, prefix=""):
+    """Dotted leaf keys of a nested dict (lists are leaves), read independently of robustpo."""
+    if isinstance(tree, dict) and tree:
+        for k, v in tree.items():
+            yield from flat_leaves(v, f"{prefix}{k}.")
+    else:
+        yield prefix[:-1], tree

@@ -365,6 +365,9 @@ class LossSpec:
     batch_level: bool = False          # does not decompose into per-example terms (`losses` is None)
     summary: str = ""
     hparams: dict[str, Param] = field(default_factory=dict, hash=False)
+    # The loss as one line of math in the notation of DESIGN.md (model cards print it; the
+    # code is the authority where the two differ, as length_dpo's sign of α documents).
+    formula: str = ""
 
     def __post_init__(self):
         # The declarations must match the function, so that the loop can trust them.
@@ -452,33 +455,53 @@ def check_finite(spec: LossSpec, tensors: dict) -> None:
 
 BETA = {"beta": POSITIVE}
 LOSSES: dict[str, LossSpec] = {s.name: s for s in [
-    LossSpec("dpo", dpo, summary="−log σ(βh)", hparams=BETA),
-    LossSpec("cdpo", cdpo, summary="label-smoothed DPO",
+    LossSpec("dpo", dpo, formula="−log σ(β·h)",
+             summary="−log σ(βh)", hparams=BETA),
+    LossSpec("cdpo", cdpo, formula="−(1−ε)·log σ(β·h) − ε·log σ(−β·h), ε = label_smoothing",
+             summary="label-smoothed DPO",
              hparams={**BETA, "label_smoothing": Param(0, 1)}),
-    LossSpec("rdpo", rdpo, summary="robust DPO, unbiased under label noise ε",
+    LossSpec("rdpo", rdpo, formula="[−(1−ε)·log σ(β·h) + ε·log σ(−β·h)] / (1−2ε), ε = label_smoothing < 0.5",
+             summary="robust DPO, unbiased under label noise ε",
              hparams={**BETA, "label_smoothing": Param(0, 0.5, open_high=True)}),
-    LossSpec("ipo", ipo, needs_lengths=True, summary="(h − 1/(2τ))²", hparams={"tau": POSITIVE}),
-    LossSpec("hinge", hinge, summary="max(0, 1 − βh)", hparams=BETA),
-    LossSpec("minor_dpo", minor_dpo, summary="rejected pushed down only while above the reference", hparams=BETA),
-    LossSpec("dpop", dpop, summary="DPO with a penalty when the chosen drops below the reference",
+    LossSpec("ipo", ipo, formula="(h − 1/(2τ))², τ = tau; length_normalize: each Δ(y) replaced by Δ(y)/n(y)",
+             needs_lengths=True, summary="(h − 1/(2τ))²", hparams={"tau": POSITIVE}),
+    LossSpec("hinge", hinge, formula="max(0, 1 − β·h)",
+             summary="max(0, 1 − βh)", hparams=BETA),
+    LossSpec("minor_dpo", minor_dpo, formula="−log σ(β·(Δ(w) − max(0, Δ(l))))",
+             summary="rejected pushed down only while above the reference", hparams=BETA),
+    LossSpec("dpop", dpop, formula="−log σ(β·(h − λ·max(0, −Δ(w)))), λ = dpop_lambda",
+             summary="DPO with a penalty when the chosen drops below the reference",
              hparams={**BETA, "dpop_lambda": NON_NEGATIVE}),
-    LossSpec("distill", distill, needs_rewards=True, min_members=1, summary="(βh − Δr)², d-DPO", hparams=BETA),
-    LossSpec("distill_soft", distill_soft, needs_rewards=True, min_members=1,
+    LossSpec("distill", distill, formula="(β·h − Δr)², Δr the reward margin (family mean when K > 1)",
+             needs_rewards=True, min_members=1, summary="(βh − Δr)², d-DPO", hparams=BETA),
+    LossSpec("distill_soft", distill_soft,
+             formula="−[p·log σ(β·h) + (1−p)·log σ(−β·h)], p = σ(Δr / T), T = temperature",
+             needs_rewards=True, min_members=1,
              summary="cross-entropy to σ(Δr/T)", hparams={**BETA, "temperature": POSITIVE}),
-    LossSpec("e_dpo", e_dpo, needs_rewards=True, min_members=1, uses_reference_samples=True,
+    LossSpec("e_dpo", e_dpo,
+             formula=("min_k mean_b (β·h_b − Δr_{k,b})² + γ·KL̂"
+                      " (ensemble_reduce: batch_min; example_min: mean_b min_k; mean: mean_k)"),
+             needs_rewards=True, min_members=1, uses_reference_samples=True,
              batch_level=True, summary="pessimistic ensemble distillation + γ·KL̂",
              hparams={**BETA, "gamma": NON_NEGATIVE,
                       "ensemble_reduce": Param(choices=("batch_min", "example_min", "mean"))}),
-    LossSpec("p_dpo", p_dpo, uses_reference_samples=True, batch_level=True, summary="DPO + γ·KL̂",
+    LossSpec("p_dpo", p_dpo, formula="−log σ(β·h) + γ·KL̂",
+             uses_reference_samples=True, batch_level=True, summary="DPO + γ·KL̂",
              hparams={**BETA, "gamma": NON_NEGATIVE}),
-    LossSpec("length_dpo", length_dpo, needs_lengths=True, summary="R-DPO: −log σ(βh + α·(n(w) − n(l)))",
+    LossSpec("length_dpo", length_dpo, formula="−log σ(β·h + α·(n(w) − n(l)))",
+             needs_lengths=True, summary="R-DPO: −log σ(βh + α·(n(w) − n(l)))",
              hparams={**BETA, "alpha": ANY}),
-    LossSpec("simpo", simpo, needs_reference=False, needs_lengths=True,
+    LossSpec("simpo", simpo, formula="−log σ(β·logp_θ(w)/n(w) − β·logp_θ(l)/n(l) − γ_m), γ_m = target_margin",
+             needs_reference=False, needs_lengths=True,
              summary="reference-free: −log σ(β·logp(w)/n(w) − β·logp(l)/n(l) − γ_m)",
              hparams={**BETA, "target_margin": NON_NEGATIVE}),
-    LossSpec("nll", nll, kind="regularizer", needs_reference=False, needs_lengths=True,
+    LossSpec("nll", nll, formula="α·(−logp_θ(w) / n(w)), α = weight",
+             kind="regularizer", needs_reference=False, needs_lengths=True,
              summary="α · per-token NLL of the chosen", hparams={"weight": NON_NEGATIVE}),
-    LossSpec("bcr", bcr, kind="regularizer", needs_lengths=True,
+    LossSpec("bcr", bcr,
+             formula=("λ·max(0, (logp_ref(w) − logp_θ(w))/n(w) − δ), λ = weight, δ = budget"
+                      " (normalize: false drops the /n(w))"),
+             kind="regularizer", needs_lengths=True,
              summary="penalty once the chosen loses more than δ nats/token",
              hparams={"weight": NON_NEGATIVE, "budget": NON_NEGATIVE}),
 ]}

@@ -134,3 +134,28 @@ def test_subsets_family_lora_and_resume(tmp_path):
     before = (member_dir / "model.safetensors").stat().st_mtime_ns
     train_reward_family(cfg, resume=True)
     assert (member_dir / "model.safetensors").stat().st_mtime_ns == before
+
+
+def test_each_member_has_a_model_card(bootstrap_family, synthetic_path):
+    """members/<name>/README.md: every reward.* value of config.yaml in its hyperparameter table and
+    config block, the data file with its row count and fingerprint, its held-out metrics."""
+    import yaml
+
+    from robustpo.data.io import file_fingerprint
+    from testdata import card_config, card_tables, flat_leaves, read_card
+
+    saved = yaml.safe_load((bootstrap_family / "config.yaml").read_text())
+    n_rows = sum(1 for line in synthetic_path.read_text().splitlines() if line.strip())
+    for member in manifest(bootstrap_family)["members"]:
+        front, sections = read_card(bootstrap_family / member["path"])
+        assert front["library_name"] == "transformers" and "reward-model" in front["tags"]
+        assert dict(flat_leaves(card_config(sections))) == dict(flat_leaves(saved))
+        table = {c[0].strip("`"): json.loads(c[1].strip("`")) for c in card_tables(sections["Objective"])}
+        assert all(table[f"reward.{k}"] == v for k, v in flat_leaves(saved["reward"]))
+        assert table["seed"] == member["made"]["seed"] and "−log σ(r(x, w) − r(x, l))" in sections["Objective"]
+        (line,) = [c for c in card_tables(sections["Data"]) if c[0] == "data.train"]
+        assert line[1] == f"`{synthetic_path}`" and line[2] == str(n_rows)
+        assert line[4] == f"`{file_fingerprint(synthetic_path)}`"
+        (row,) = [c for c in card_tables(sections["Results"]) if c[0] == f"`{member['name']}`"]
+        assert json.loads(row[3].strip("`")) == member["heldout"]
+        assert f"robustpo reward train {bootstrap_family}/config.yaml" in sections["Reproduce"]

@@ -210,16 +210,17 @@ def _train(cfg: RunConfig, accelerator, run_dir: Path, rows: list, report, resum
     final, lm = save_run(accelerator, model, tokenizer, run_dir, {
         "data": {**report.__dict__, "formats": dict(report.formats)}, "truncation": stats.as_dict(),
         "steps": state.step, "loss": cfg.loss.name, "collapse_warning": collapse["warned"],
-        "nonfinite_skipped": state.nonfinite_skipped})
+        "nonfinite_skipped": state.nonfinite_skipped}, cfg=cfg, report=report)
     accelerator.end_training()  # last: it also tears down the process group
     return TrainResult(final, lm, state.step)
 
 
-def save_run(accelerator, model, tokenizer, run_dir: Path, summary: dict):
-    """Write the final model (plain `transformers` folder) and a summary, atomically.
+def save_run(accelerator, model, tokenizer, run_dir: Path, summary: dict, *, cfg: RunConfig, report):
+    """Write the final model (plain `transformers` folder, with its model card) and a summary, atomically.
 
     Returns (folder, the saved `transformers` model)."""
     from robustpo.data.io import atomic_dir, write_json_atomic
+    from robustpo.model_card import preference_card, write_card
     from robustpo.models import save_final
     from robustpo.train.loop import CONFIG_CHANGES, check_finite_weights
 
@@ -233,6 +234,7 @@ def save_run(accelerator, model, tokenizer, run_dir: Path, summary: dict):
             (tmp / "robustpo_config.yaml").write_text((run_dir / "config.yaml").read_text())
             if (run_dir / CONFIG_CHANGES).exists():   # values changed on a --resume --allow-changes
                 (tmp / CONFIG_CHANGES).write_text((run_dir / CONFIG_CHANGES).read_text())
+            write_card(tmp, preference_card(cfg, run_dir, report))   # in the temp copy: final/ never lacks it
         write_json_atomic(run_dir / "train_summary.json", summary)
         accelerator.print(f"saved {final}")
     accelerator.wait_for_everyone()

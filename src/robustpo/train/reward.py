@@ -197,11 +197,13 @@ def make_step_fn(center_coef: float, use_margin: bool, decorrelate: float = 0.0)
 
 
 def train_member(accelerator, cfg: RewardRunConfig, plan: MemberPlan, base: str, tokenizer, family_dir: Path,
-                 resume: bool) -> dict:
-    """Train one model (a member, a span fit, a multi-head model) and save it under members/<name>."""
+                 resume: bool, card_rows: dict) -> dict:
+    """Train one model (a member, a span fit, a multi-head model) and save it under members/<name>,
+    with its model card (`card_rows`: the data's row counts, robustpo.model_card.data_section)."""
     from accelerate.utils import set_seed
 
     from robustpo.data.io import atomic_dir, write_json_atomic
+    from robustpo.model_card import reward_card, write_card
     from robustpo.models import save_final, transformers_model
     from robustpo.rewards.family import quiet_transformers
     from robustpo.rewards.pooling import CONFIG_KEY
@@ -254,6 +256,7 @@ def train_member(accelerator, cfg: RewardRunConfig, plan: MemberPlan, base: str,
     if accelerator.is_main_process:
         with atomic_dir(out_dir) as tmp, quiet_transformers():
             save_final(trained.model, tokenizer, tmp)
+            write_card(tmp, reward_card(cfg, plan, summary, card_rows))   # refreshed once family.json is written
         write_json_atomic(run_dir / "summary.json", summary)   # last: marks the member finished
     accelerator.wait_for_everyone()
     accelerator.free_memory()   # drop references to this member's model and optimizer
@@ -369,19 +372,20 @@ def train_reward_family(cfg: RewardRunConfig, *, resume: bool = False, overwrite
     family_dir = Path(tc.output_dir)
     rows, report = _load_rows(cfg, cfg.data.train)
     if cfg.reward.heldout:
-        train_rows, (held_rows, _) = rows, _load_rows(cfg, cfg.reward.heldout)
+        train_rows, (held_rows, held_report) = rows, _load_rows(cfg, cfg.reward.heldout)
     else:
-        train_rows, held_rows = split_heldout(rows, cfg.reward.heldout_fraction, tc.seed)
+        (train_rows, held_rows), held_report = split_heldout(rows, cfg.reward.heldout_fraction, tc.seed), None
 
     accelerator = make_accelerator(tc, family_dir)
     with run_folder(accelerator, family_dir, cfg, reward_layout(), resume=resume, overwrite=overwrite,
                     allow_changes=allow_changes):
-        return _train_family(cfg, accelerator, family_dir, report, train_rows, held_rows, resume)
+        return _train_family(cfg, accelerator, family_dir, report, train_rows, held_rows, resume, held_report)
 
 
 def _train_family(cfg: RewardRunConfig, accelerator, family_dir: Path, report, train_rows, held_rows,
-                  resume: bool) -> Path:
+                  resume: bool, held_report=None) -> Path:
     from robustpo.data.tokenize import tokenize_pairs
+    from robustpo.model_card import reward_card, write_card
     from robustpo.models import load_tokenizer
     from robustpo.rewards.family import write_manifest
     from robustpo.train.loop import shared_base, start_trackers
@@ -399,6 +403,10 @@ def _train_family(cfg: RewardRunConfig, accelerator, family_dir: Path, report, t
     confound_stats = attach_confound(items, train_rows, confound.feature, cfg.data.train) if confound else None
 
     plans = plan_members(items, cfg, cfg.data.train)   # a reweight set no weighting can fix fails here
+    card_rows = {"data.train": (report.rows_read, f"{len(train_rows)} pairs for training"
+                                + ("" if held_report else f", {len(held_rows)} held out"))}
+    if held_report is not None:
+        card_rows["reward.heldout"] = (held_report.rows_read, f"{len(held_rows)} pairs held out")
     summaries = {}
     for plan in plans:
         done = family_dir / "runs" / plan.name / "summary.json"
@@ -407,7 +415,7 @@ def _train_family(cfg: RewardRunConfig, accelerator, family_dir: Path, report, t
             accelerator.print(f"{plan.name}: already trained, kept")
             continue
         accelerator.print(f"training {plan.name} ({plan.data.get('pairs')} pairs, {plan.num_labels} head(s))")
-        summaries[plan.name] = train_member(accelerator, cfg, plan, base, tokenizer, family_dir, resume)
+        summaries[plan.name] = train_member(accelerator, cfg, plan, base, tokenizer, family_dir, resume, card_rows)
 
     if accelerator.is_main_process:   # the manifest and its measurements are process 0's job
         if confound is not None:
@@ -433,6 +441,10 @@ def _train_family(cfg: RewardRunConfig, accelerator, family_dir: Path, report, t
                 m["heldout"] = metrics["members"][m["name"]]
             manifest["heldout"] = {"source": held_source, **{k: v for k, v in metrics.items() if k != "members"}}
             write_manifest(family_dir, manifest)
+        for plan in plans:   # each card again, now with its members' names and held-out metrics
+            folder = family_dir / "members" / plan.name
+            entries = [m for m in members if Path(family_dir, m["path"]).resolve() == folder.resolve()]
+            write_card(folder, reward_card(cfg, plan, summaries[plan.name], card_rows, entries))
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return family_dir
