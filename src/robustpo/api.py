@@ -5,7 +5,7 @@
     run.final_dir, run.metrics["rewards/accuracies"]
     fam = robustpo.reward.train({"model": {...}, "data": {...}, "reward": {...}})
     robustpo.reward.score(fam.family_dir, "pairs.jsonl", "scored.jsonl")
-    robustpo.reward.eval(fam.family_dir, "validation.jsonl")["mean"]["accuracy"]
+    robustpo.reward.eval(fam.family_dir, "validation.jsonl")["mean_of_members"]["accuracy"]
     robustpo.eval({"dpo": run.run_dir}, reference="ref/", prompts="test.jsonl", gold="testbed")
 
 A recipe is a YAML path or the same tree as a dict; overrides are the CLI's `--a.b=value`
@@ -89,7 +89,7 @@ def reward_score(family, data, out, *, normalize: str = "none", stats_from=None,
 
 def reward_eval(family, data, *, batch_size: int = 32, device: str = "cpu", drop_empty: bool = False) -> dict:
     """`robustpo reward eval --family F --data PAIRS`: accuracy, ECE and the confound's share of
-    the margin, per member ("members") and for the family mean ("mean"); "data_report": the
+    the margin, per member ("members") and for the family mean ("mean_of_members"); "data_report": the
     rows read and dropped."""
     from robustpo.data.schema import load_preferences
     from robustpo.rewards.evaluate import evaluate_family
