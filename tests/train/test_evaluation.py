@@ -154,3 +154,20 @@ def test_reference_free_objective_evaluates_without_a_reference(tmp_path, tiny_m
     (row,) = eval_rows(tmp_path / "run")
     assert "eval/loss" in row and "eval/rewards/accuracies" in row and "eval/logratio/chosen" not in row
     assert not (tmp_path / "cache").exists()
+
+
+def test_best_with_lora_leaves_the_adapter_training(tmp_path, tiny_model_dir):
+    """best/ is saved merged from a copy: the run goes on training its adapter after it."""
+    cfg = make_cfg(tmp_path, tiny_model_dir, {"eval_fraction": 0.25},
+                   {"max_steps": 3, "eval_steps": 1, "save_best": {"metric": "eval/loss", "mode": "max"}})
+    cfg.model.lora = from_dict(RunConfig, {"model": {"lora": {"r": 4}}}).model.lora
+    train_preference(cfg)
+    run = tmp_path / "run"
+    assert (run / "final" / "adapter").is_dir() and (run / "best" / "adapter").is_dir()
+    steps = [r["step"] for r in eval_rows(run)]
+    assert steps == [1, 2, 3]
+    best = json.loads((run / "best.json").read_text())
+    direct = direct_dpo_metrics(run / "best", tiny_model_dir, [
+        [json.loads(line) for line in TINY_PAIRS.read_text().splitlines()][i]
+        for i in json.loads((run / "eval_rows.json").read_text())["rows"]])
+    assert direct["eval/loss"] == pytest.approx(best["value"], abs=2e-5)
