@@ -37,7 +37,7 @@ EXPECTED = {
     "gradient_checkpointing": "`model.gradient_checkpointing`",
     "lora_r": "`model.lora.r`",
     "dataset_name": "`data.train`",
-    "eval_steps": "not yet supported",
+    "eval_steps": "`train.eval_steps`",
 }
 
 

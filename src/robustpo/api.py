@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import sys
 import types
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 
@@ -29,6 +29,7 @@ class TrainRun:
     steps: int              # optimizer steps taken
     metrics: dict           # the last logged training metrics (the last row of metrics.jsonl)
     summary: dict           # train_summary.json: data counts, truncation, skipped batches
+    eval_metrics: dict = field(default_factory=dict)   # the last evaluation's row (data.eval / eval_fraction)
 
 
 @dataclass
@@ -43,8 +44,8 @@ def train(recipe, overrides=None, *, resume: bool = False, overwrite: bool = Fal
     import json
 
     from robustpo.config import RunConfig, load_config
-    from robustpo.data.io import read_records
     from robustpo.errors import ConfigError
+    from robustpo.model_card import last_metrics
     from robustpo.train.preference import train_preference
 
     if allow_changes and not resume:
@@ -52,9 +53,10 @@ def train(recipe, overrides=None, *, resume: bool = False, overwrite: bool = Fal
     cfg = recipe if isinstance(recipe, RunConfig) and not overrides else load_config(recipe, overrides)
     result = train_preference(cfg, resume=resume, overwrite=overwrite, allow_changes=allow_changes)
     run_dir = result.final_dir.parent
-    logged = read_records(run_dir / "metrics.jsonl") if (run_dir / "metrics.jsonl").exists() else []
     summary = json.loads((run_dir / "train_summary.json").read_text())
-    return TrainRun(run_dir, result.final_dir, result.steps, logged[-1] if logged else {}, summary)
+    # eval rows (step and eval/ keys only) sit among the train rows: each kind's last row
+    return TrainRun(run_dir, result.final_dir, result.steps, last_metrics(run_dir), summary,
+                    last_metrics(run_dir, "eval"))
 
 
 def reward_train(recipe, overrides=None, *, resume: bool = False, overwrite: bool = False,

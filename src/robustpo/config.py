@@ -78,11 +78,17 @@ class DataConfig:
     strict: bool = False                 # identical chosen/rejected is an error instead of a dropped row
     drop_empty: bool = False             # drop (and count) rows with an empty response instead of failing
     max_rows: int | None = None
+    eval: str | None = None              # eval pairs: a file, saved dataset folder or hub id (read like train)
+    eval_split: str | None = None        # data.eval's split (hub ids, saved DatasetDicts)
+    eval_fraction: float | None = None   # or: this fraction of data.train held out (seeded by train.seed)
 
     ALLOWED: ClassVar[dict] = {"format": Param(choices=FORMATS), "max_length": Param(low=2),
-                               "max_prompt_length": AT_LEAST_1, "max_rows": AT_LEAST_1}
+                               "max_prompt_length": AT_LEAST_1, "max_rows": AT_LEAST_1,
+                               "eval_fraction": Param(0, 1, open_low=True, open_high=True)}
     RULES: ClassVar[tuple] = (Rule("max_prompt_length", lambda d: d.max_prompt_length < d.max_length,
-                                   "be < data.max_length ({max_length}), so that a response keeps a token"),)
+                                   "be < data.max_length ({max_length}), so that a response keeps a token"),
+                              Rule("eval_fraction", lambda d: d.eval_fraction is None or not d.eval,
+                                   "be unset when data.eval is set (one source of eval pairs)"))
 
 
 @dataclass
@@ -96,6 +102,17 @@ class LossConfig:
         from robustpo.losses import get_loss
 
         return get_loss(self.name)
+
+
+@dataclass
+class SaveBest:
+    """Keep the checkpoint with the best eval metric as OUTPUT_DIR/best/."""
+    metric: str = "eval/rewards/accuracies"
+    mode: str = "max"                    # max | min
+
+    ALLOWED: ClassVar[dict] = {"mode": Param(choices=("max", "min"))}
+    RULES: ClassVar[tuple] = (Rule("metric", lambda b: b.metric.startswith("eval/") and len(b.metric) > 5,
+                                   "be an eval metric (eval/loss, eval/rewards/accuracies, ...)"),)
 
 
 @dataclass
@@ -125,6 +142,9 @@ class TrainConfig:
     group_by_length: bool = True         # batches of similar length (shuffled megabatches): less padding
     shuffle: bool = True
     skip_nonfinite: int = 0              # batches with a non-finite loss or gradient to skip (no optimizer step) before stopping
+    eval_steps: int = 0                  # evaluate every N optimizer steps (0: only at the end), when there are eval pairs
+    eval_batch_size: int | None = None   # pairs per device per eval batch (default: batch_size)
+    save_best: SaveBest | None = None    # {metric: eval/..., mode: max|min}: keep the best checkpoint as best/
 
     ALLOWED: ClassVar[dict] = {
         "seed": NON_NEGATIVE, "epochs": NON_NEGATIVE, "batch_size": AT_LEAST_1, "grad_accum": AT_LEAST_1,
@@ -132,7 +152,8 @@ class TrainConfig:
         "scheduler": Param(choices=SCHEDULERS), "warmup_ratio": Param(0, 1), "max_grad_norm": NON_NEGATIVE,
         "mixed_precision": Param(choices=MIXED_PRECISION), "logging_steps": AT_LEAST_1, "save_steps": NON_NEGATIVE,
         "save_total_limit": NON_NEGATIVE, "log_with": Param(choices=TRACKERS, items=0),
-        "collapse_warning_nats": NON_NEGATIVE, "skip_nonfinite": NON_NEGATIVE,
+        "collapse_warning_nats": NON_NEGATIVE, "skip_nonfinite": NON_NEGATIVE, "eval_steps": NON_NEGATIVE,
+        "eval_batch_size": AT_LEAST_1,
     }
     RULES: ClassVar[tuple] = (Rule("epochs", lambda t: t.epochs >= 1 or t.max_steps > 0,
                                    "be >= 1 unless train.max_steps > 0 (a run of no steps trains nothing)"),)
@@ -149,6 +170,10 @@ PRECISION = Rule("model.dtype", _trainable_precision,
                  "(model.dtype: bfloat16, or train.mixed_precision: bf16)")
 
 
+def has_eval(data: DataConfig) -> bool:
+    return bool(data.eval) or data.eval_fraction is not None
+
+
 @dataclass
 class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -157,7 +182,12 @@ class RunConfig:
     regularizers: list = field(default_factory=list)   # [LossConfig]
     train: TrainConfig = field(default_factory=TrainConfig)
 
-    RULES: ClassVar[tuple] = (PRECISION,)
+    RULES: ClassVar[tuple] = (
+        PRECISION,
+        Rule("train.save_best", lambda c: c.train.save_best is None or has_eval(c.data),
+             "be unset without eval pairs (set data.eval or data.eval_fraction)"),
+        Rule("train.eval_steps", lambda c: c.train.eval_steps == 0 or has_eval(c.data),
+             "be 0 without eval pairs (set data.eval or data.eval_fraction)"))
 
 
 # ------------------------------------------------------------------------------ parsing

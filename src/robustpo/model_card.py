@@ -59,7 +59,8 @@ def data_section(cfg, rows: dict[str, tuple[int, str]]) -> str:
     from robustpo.train.loop import input_fingerprints
 
     prints = input_fingerprints(cfg)
-    sources = {"data.train": cfg.data.train, "reward.heldout": getattr(getattr(cfg, "reward", None), "heldout", None)}
+    sources = {"data.train": cfg.data.train, "reward.heldout": getattr(getattr(cfg, "reward", None), "heldout", None),
+               "data.eval": getattr(cfg.data, "eval", None)}
     lines = [[key, f"`{sources[key]}`", n, used, f"`{prints.get(f'{key}:content', '')}`"]
              for key, (n, used) in rows.items()]
     return (table(["key", "source", "rows read", "used", "content fingerprint"], lines)
@@ -115,13 +116,24 @@ def render(front: dict, title: str, sections: list[tuple[str, str]]) -> str:
     return f"---\n{head}---\n\n# {title}\n\n{body}\n"
 
 
-def last_metrics(run_dir: Path) -> dict:
-    """The last logged row of metrics.jsonl: the final train metrics."""
+def last_metrics(run_dir: Path, kind: str = "train") -> dict:
+    """The last logged row of metrics.jsonl of `kind`: train (the final train metrics), or eval
+    (the last evaluation: eval rows hold only `step` and eval/ keys)."""
     from robustpo.data.io import AppendOnlyJsonl
 
     path = run_dir / "metrics.jsonl"
     rows = AppendOnlyJsonl.read(path)[0] if path.exists() else []
+    rows = [r for r in rows if any(k.startswith("eval/") for k in r) == (kind == "eval")]
     return rows[-1] if rows else {}
+
+
+def eval_results(run_dir: Path) -> str:
+    """The card's evaluation paragraph: the last eval row (for best/, the one that made it best)."""
+    row = last_metrics(run_dir, "eval")
+    if not row:
+        return "Evaluation: none during training (`robustpo eval` measures a saved policy)."
+    return (f"Evaluation on the held-out pairs at step {row['step']} (data.eval / data.eval_fraction):\n\n"
+            + metrics_table({k: v for k, v in row.items() if k != "step"}))
 
 
 def preference_card(cfg, run_dir: Path, report, saved: str = "final") -> str:
@@ -133,6 +145,13 @@ def preference_card(cfg, run_dir: Path, report, saved: str = "final") -> str:
         objective += "\n\nTrained loss: the objective plus each regularizer below."
     rows = {"data.train": (report.rows_read, f"{report.rows_kept} pairs kept"
                            + (f" (data.max_rows = {cfg.data.max_rows})" if cfg.data.max_rows else ""))}
+    if (run_dir / "eval_rows.json").exists():   # written by the trainer when it evaluates
+        evaluated = len(json.loads((run_dir / "eval_rows.json").read_text())["rows"])
+        if cfg.data.eval:
+            rows["data.eval"] = (evaluated, f"{evaluated} pairs evaluated")
+        else:
+            rows["data.train"] = (report.rows_read, rows["data.train"][1] + f"; {evaluated} of them held out for "
+                                  f"evaluation (data.eval_fraction = {cfg.data.eval_fraction}), not trained on")
     out = cfg.train.output_dir
     use = (f"```python\nfrom transformers import AutoModelForCausalLM, AutoTokenizer\n\n"
            f"model = AutoModelForCausalLM.from_pretrained(\"{out}/{saved}\")\n"
@@ -141,7 +160,7 @@ def preference_card(cfg, run_dir: Path, report, saved: str = "final") -> str:
         ("Model", model_section(cfg)), ("Data", data_section(cfg, rows)), ("Objective", objective),
         ("Regularizers", "\n\n".join(loss_section(r) for r in regs) or "None."),
         ("Results", "Final train metrics (the last row of metrics.jsonl):\n\n" + metrics_table(last_metrics(run_dir))
-         + "\n\nEvaluation: none during training (`robustpo eval` measures a saved policy)."),
+         + "\n\n" + eval_results(run_dir)),
         ("Training configuration", config_section(run_dir)),
         ("Reproduce", reproduce_section(f"robustpo train {out}/config.yaml --train.output_dir={out}-rerun")),
         ("Use", use)]

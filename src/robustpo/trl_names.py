@@ -13,8 +13,6 @@ has no equivalent. The test checks that every target resolves to a real field or
 
 from __future__ import annotations
 
-NO_EVAL = "not yet supported: policy training does not evaluate; `robustpo eval` scores saved policies"
-
 # TRL name -> (robustpo target or None, note). TrainingArguments, DPOConfig, CPOConfig,
 # RewardConfig, and TRL's script ModelConfig / ScriptArguments (some only in older TRL versions).
 TRL_NAMES: dict[str, tuple[str | None, str]] = {
@@ -42,9 +40,16 @@ TRL_NAMES: dict[str, tuple[str | None, str]] = {
     "group_by_length": ("train.group_by_length", ""),
     "gradient_checkpointing": ("model.gradient_checkpointing", ""),
     "resume_from_checkpoint": (None, "`robustpo train RECIPE --resume` continues from the run's last checkpoint"),
-    "eval_strategy": (None, NO_EVAL),
-    "eval_steps": (None, NO_EVAL),
-    "per_device_eval_batch_size": ("reward.eval_batch_size", "reward recipes' held-out scoring; " + NO_EVAL),
+    "eval_strategy": ("train.eval_steps", "evaluate every N optimizer steps (0: only at the end) when there "
+                      "are eval pairs (`data.eval` or `data.eval_fraction`)"),
+    "eval_steps": ("train.eval_steps", "0: only at the end"),
+    "per_device_eval_batch_size": ("train.eval_batch_size", "reward recipes' held-out scoring: "
+                                   "`reward.eval_batch_size`"),
+    "eval_dataset": ("data.eval", "a file, saved dataset folder or hub id; or `data.eval_fraction` of data.train"),
+    "metric_for_best_model": ("train.save_best.metric", "an `eval/` metric, e.g. `eval/rewards/accuracies`"),
+    "greater_is_better": ("train.save_best.mode", "`max` or `min`"),
+    "load_best_model_at_end": ("train.save_best", "the best checkpoint is kept as `best/` beside `final/` "
+                               "(the last weights)"),
     "beta": ("loss.beta", "for `ipo`, TRL's beta is `loss.tau`"),
     "loss_type": ("loss.name", "see the table of loss types"),
     "label_smoothing": ("loss[cdpo].label_smoothing", "`name: cdpo` for TRL's sigmoid, `rdpo` for its robust"),
@@ -80,7 +85,8 @@ TRL_NAMES: dict[str, tuple[str | None, str]] = {
     "load_in_8bit": (None, "no quantized loading"),
     "dataset_name": ("data.train", "a hub id, a file or a saved dataset folder"),
     "dataset_train_split": ("data.split", ""),
-    "dataset_test_split": (None, NO_EVAL + "; reward recipes hold out `reward.heldout` (a file)"),
+    "dataset_test_split": ("data.eval_split", "with `data.eval` set to the hub id; reward recipes hold out "
+                           "`reward.heldout` (a file)"),
 }
 
 # TRL `loss_type` (CPOTrainer's for simpo) -> (robustpo objective or None, note).

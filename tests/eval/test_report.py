@@ -33,3 +33,28 @@ def test_eval_outputs_from_a_result_dict(tmp_path):
 def test_final_values_take_the_last_logged_value_of_each_key():
     rows = [{"step": 1, "loss": 0.7, "kl_forward": 0.1}, {"step": 2, "loss": 0.6}, {"step": 3, "grad_norm": 2.0}]
     assert final_values(rows) == {"step": 3, "loss": 0.6, "kl_forward": 0.1, "grad_norm": 2.0}
+
+
+def test_report_draws_and_tabulates_eval_rows_beside_training(tmp_path, monkeypatch):
+    import json
+
+    from robustpo.eval import report
+
+    run = tmp_path / "run"
+    run.mkdir()
+    rows = [{"step": s, "loss": 0.7 - 0.01 * s, "rewards/margins": 0.1 * s} for s in (1, 2, 3, 4)]
+    rows += [{"step": 2, "eval/loss": 0.69, "eval/rewards/margins": 0.15, "eval/rewards/accuracies": 0.5},
+             {"step": 4, "eval/loss": 0.66, "eval/rewards/margins": 0.35, "eval/rewards/accuracies": 0.75}]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in sorted(rows, key=lambda r: r["step"])))
+    figures = []
+    save = report._save
+    monkeypatch.setattr(report, "_save", lambda fig, path: (figures.append(fig), save(fig, path))[1])
+    text = report.write_report([run], tmp_path / "out").read_text()
+    header, _, line = text.splitlines()[-3:]
+    cells = dict(zip([c.strip() for c in header.split("|")], [c.strip() for c in line.split("|")]))
+    assert cells["eval/loss"] == "0.660" and cells["eval/rewards/accuracies"] == "0.750"
+    assert cells["loss"] == "0.660" and cells["step"] == "4"
+    loss_panel = [ax for ax in figures[0].axes if ax.get_title() == "loss"][0]
+    drawn = {line.get_label(): (list(line.get_xdata()), list(line.get_ydata())) for line in loss_panel.lines}
+    assert drawn["run (eval)"] == ([2, 4], [0.69, 0.66])      # the eval curve, beside
+    assert drawn["run"] == ([1, 2, 3, 4], [0.7 - 0.01 * s for s in (1, 2, 3, 4)])   # the training curve

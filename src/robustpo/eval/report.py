@@ -3,6 +3,8 @@
 Training runs write RUN_DIR/metrics.jsonl, one object per logging step with `step` and
 some of: loss, rewards/chosen, rewards/rejected, rewards/margins, rewards/accuracies,
 logps/chosen, logps/rejected, logratio/chosen, logratio/rejected, kl_forward, grad_norm, lr.
+Evaluations during training (data.eval / data.eval_fraction) are rows of `step` and the same
+metrics prefixed `eval/`; they are drawn in the same panels as dotted lines with dots.
 The curves that tell robust runs from degenerate ones: the margin (runs off to infinity
 under DPO with single annotations), `logratio/chosen` (below zero: the preferred response
 is losing likelihood) and the implicit rewards' magnitude.
@@ -16,6 +18,8 @@ from pathlib import Path
 
 from robustpo.data.io import atomic_path, read_records, write_json_atomic, write_jsonl_atomic
 
+EVAL_KEYS = ["eval/loss", "eval/rewards/margins", "eval/rewards/accuracies", "eval/logratio/chosen",
+             "eval/kl_forward"]   # the report table's columns of the last evaluation, when logged
 CURVE_PANELS = [  # (title, [(metric key, line style)])
     ("reward margin  β·(Δ(w) − Δ(l))", [("rewards/margins", "-")]),
     ("log-ratio Δ = log π − log π_ref  (chosen —, rejected - -)",
@@ -140,8 +144,14 @@ def find_run_dir(model_path: str | Path) -> Path | None:
     return None
 
 
+def curve_points(rows: list[dict], key: str) -> list[tuple[int, float]]:
+    """(step, value) of `key` in the rows that logged it."""
+    return [(r["step"], r[key]) for r in rows if key in r and r[key] is not None and "step" in r]
+
+
 def plot_training_curves(runs: dict[str, list[dict]], path: Path) -> Path:
-    """Runs side by side: one panel per diagnostic, one colour per run."""
+    """Runs side by side: one panel per diagnostic, one colour per run; each panel's eval/ series
+    (evaluations during training) beside its training series, dotted with dots."""
     plt = _pyplot()
     fig, axes = plt.subplots(2, 2, figsize=(11, 7.5))
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
@@ -149,12 +159,13 @@ def plot_training_curves(runs: dict[str, list[dict]], path: Path) -> Path:
         drawn = False
         for i, (name, rows) in enumerate(runs.items()):
             for key, style in series:
-                pts = [(r["step"], r[key]) for r in rows if key in r and r[key] is not None and "step" in r]
-                if pts:
-                    xs, ys = zip(*pts)
-                    ax.plot(xs, ys, style, color=colours[i % len(colours)], lw=1.5,
-                            label=name if style == "-" else None)
-                    drawn = True
+                for shown, line, label in ((key, style, name if style == "-" else None),
+                                           (f"eval/{key}", ":o", f"{name} (eval)" if style == "-" else None)):
+                    pts = curve_points(rows, shown)
+                    if pts:
+                        xs, ys = zip(*pts)
+                        ax.plot(xs, ys, line, color=colours[i % len(colours)], lw=1.5, ms=3, label=label)
+                        drawn = True
         if not drawn:
             ax.text(0.5, 0.5, "not logged", ha="center", va="center", transform=ax.transAxes, color="grey")
         if "log-ratio" in title or "margin" in title or "implicit" in title:
@@ -187,6 +198,8 @@ def write_report(run_dirs: list[str | Path], out_dir: str | Path, *, names: list
     plot_training_curves(runs, out_dir / "training_curves.png")
     keys = ["step", "loss", "rewards/margins", "rewards/accuracies", "logratio/chosen", "logratio/rejected",
             "rewards/chosen", "rewards/rejected", "kl_forward"]
+    evaluated = {k for rows in runs.values() for r in rows for k in r if k.startswith("eval/")}
+    keys += [k for k in EVAL_KEYS if k in evaluated]
     lines = ["# Training runs", "", "![training curves](training_curves.png)", "",
              "Final logged values:", "", "| run | " + " | ".join(keys) + " |", "|" + "---|" * (len(keys) + 1)]
     for name, rows in runs.items():

@@ -25,6 +25,7 @@ import numpy as np
 from robustpo.config import AT_LEAST_1, NON_NEGATIVE, PRECISION, DataConfig, ModelConfig, TrainConfig
 from robustpo.errors import ConfigError, DataError
 from robustpo.rewards.confound import ConfoundConfig
+from robustpo.params import Rule
 
 MODES = ("seed", "bootstrap", "subsets", "multihead", "span", "reweight")
 SPAN_SCALES = ("fitted", "slope")
@@ -64,7 +65,12 @@ class RewardRunConfig:
     train: TrainConfig = field(default_factory=lambda: TrainConfig(output_dir="runs/reward", learning_rate=1e-5))
     reward: RewardConfig = field(default_factory=RewardConfig)
 
-    RULES: ClassVar[tuple] = (PRECISION,)
+    # data.eval / eval_fraction and train.eval_steps / save_best are the policy trainer's
+    # evaluation; a reward run holds out reward.heldout / reward.heldout_fraction instead.
+    RULES: ClassVar[tuple] = (PRECISION, *(
+        Rule(key, lambda c, key=key: getattr(getattr(c, key.split(".")[0]), key.split(".")[1]) in (None, 0),
+             "be unset in a reward recipe (use reward.heldout or reward.heldout_fraction)")
+        for key in ("data.eval", "data.eval_fraction", "train.eval_steps", "train.save_best")))
 
 
 @dataclass
@@ -138,13 +144,14 @@ def _check_numbers(where: str, values) -> None:
         raise ConfigError(f"{where} must be a non-empty list of finite numbers, got {values!r}")
 
 
-def split_heldout(rows: list, fraction: float, seed: int) -> tuple[list, list]:
-    """(train, held-out): a seeded random `fraction` of the rows held out (at least one if > 0)."""
+def split_heldout(rows: list, fraction: float, seed: int, key: str = "reward.heldout_fraction") -> tuple[list, list]:
+    """(train, held-out): a seeded random `fraction` of the rows held out (at least one if > 0);
+    `key` names the setting in the error when no training rows would be left."""
     if fraction <= 0:
         return rows, []
     n_held = max(1, round(fraction * len(rows)))
     if n_held >= len(rows):
-        raise ConfigError(f"reward.heldout_fraction={fraction} leaves no training pairs out of {len(rows)}")
+        raise ConfigError(f"{key}={fraction} leaves no training pairs out of {len(rows)}")
     perm = np.random.default_rng([seed, 7919]).permutation(len(rows))
     held = set(perm[:n_held].tolist())
     return [r for i, r in enumerate(rows) if i not in held], [r for i, r in enumerate(rows) if i in held]

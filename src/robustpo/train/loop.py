@@ -194,6 +194,8 @@ def input_fingerprints(cfg) -> dict:
     from robustpo.data.io import file_fingerprint
 
     sources = {"data.train": cfg.data.train}
+    if getattr(cfg.data, "eval", None):
+        sources["data.eval"] = cfg.data.eval
     heldout = getattr(getattr(cfg, "reward", None), "heldout", None)
     if heldout:
         sources["reward.heldout"] = heldout
@@ -432,7 +434,8 @@ def check_finite_weights(model, what: str) -> None:
 def run_loop(*, accelerator, model, optimizer, scheduler, dataset, collate_fn, step_fn: Callable,
              cfg: TrainConfig, run_dir: Path, total_steps: int, resume: bool,
              on_log: Callable[[dict], None] | None = None, lengths: list[int] | None = None,
-             source: str | None = None, saves: str = "final/", log_prefix: str = "") -> LoopState:
+             source: str | None = None, saves: str = "final/", log_prefix: str = "",
+             evaluator=None) -> LoopState:
     """Train `model` (already `accelerator.prepare`d with optimizer and scheduler) to `total_steps`.
 
     `lengths` (tokens per item) enables length-grouped batches when `cfg.group_by_length`.
@@ -442,7 +445,8 @@ def run_loop(*, accelerator, model, optimizer, scheduler, dataset, collate_fn, s
     the batch's rows (of `source`) and the last good checkpoint, before any update is made from
     it (the trainer then never writes `saves`, its model); with `cfg.skip_nonfinite` = N, up to N such steps are skipped instead (consumed, no
     optimizer or scheduler step) and counted (`nonfinite_skipped` in the metrics and state).
-    Trackers get each logged row with its keys prefixed by `log_prefix` (one per reward member)."""
+    Trackers get each logged row with its keys prefixed by `log_prefix` (one per reward member).
+    `evaluator` (train.evaluation.Evaluator) evaluates after the steps it says are `due`."""
     from tqdm.auto import tqdm
 
     from robustpo.errors import TrainingError
@@ -553,6 +557,18 @@ def run_loop(*, accelerator, model, optimizer, scheduler, dataset, collate_fn, s
                 if on_log is not None:
                     on_log(row)
             window, step_rows, bad = [], [], None
+            if evaluator is not None and evaluator.due(state.step, total_steps):
+                # The evaluation of step N comes before the checkpoint of step N, and its row is in
+                # metrics.jsonl before that checkpoint exists. Killed before the checkpoint is
+                # complete, the run resumes from an earlier one, whose resume drops every row of
+                # step > that checkpoint (this eval row too) and replays step N and its
+                # evaluation: logged once. Killed after it, the resume starts past step N and
+                # never evaluates N again, and the row is kept (its step is not > N): once.
+                row = evaluator(model, state.step)
+                if metrics_log is not None:
+                    metrics_log.append(row)
+                accelerator.log({log_prefix + k: v for k, v in row.items() if k != "step"}, step=state.step)
+                evaluator.logged(model, row)
             if cfg.save_steps > 0 and state.step % cfg.save_steps == 0 and state.step < total_steps:
                 _save_checkpoint(accelerator, run_dir, state, cfg.save_total_limit)
             if state.step >= total_steps:

@@ -101,7 +101,8 @@ class TrainResult:
 
 # Everything a preference run writes in OUTPUT_DIR (robustpo.train.loop.RunLayout).
 PREFERENCE_RUN_FILES = ("final", "checkpoints", "metrics.jsonl", "train_summary.json", "config.yaml",
-                        "config_changes.jsonl", "inputs.json", "base_model", "reference_cache")
+                        "config_changes.jsonl", "inputs.json", "base_model", "reference_cache",
+                        "best", "best.json", "eval_rows.json")
 
 
 def preference_layout():
@@ -138,14 +139,40 @@ def train_preference(cfg: RunConfig, *, resume: bool = False, overwrite: bool = 
                                     strict=cfg.data.strict, drop_empty=cfg.data.drop_empty,
                                     max_rows=cfg.data.max_rows)
     _check_requirements(spec, report, cfg.data.train)
+    rows, eval_rows, eval_source = load_eval(cfg, rows)
     run_dir = Path(cfg.train.output_dir)
     accelerator = make_accelerator(cfg.train, run_dir)
     with run_folder(accelerator, run_dir, cfg, preference_layout(), resume=resume, overwrite=overwrite,
                     allow_changes=allow_changes):
-        return _train(cfg, accelerator, run_dir, rows, report, resume)
+        if eval_rows and accelerator.is_main_process:
+            from robustpo.data.io import write_json_atomic
+            from robustpo.train.evaluation import EVAL_ROWS
+
+            # which rows were evaluated (0-based rows of their file): data.eval_fraction's are held out of data.train
+            write_json_atomic(run_dir / EVAL_ROWS, {"source": eval_source, "fraction": cfg.data.eval_fraction,
+                                                    "rows": [r["index"] for r in eval_rows]})
+        return _train(cfg, accelerator, run_dir, rows, report, resume, eval_rows)
 
 
-def _train(cfg: RunConfig, accelerator, run_dir: Path, rows: list, report, resume: bool) -> TrainResult:
+def load_eval(cfg: RunConfig, rows: list) -> tuple[list, list, str | None]:
+    """(training rows, eval rows, their source): data.eval read and validated like data.train, or
+    data.eval_fraction of data.train held out with train.seed (rewards.plan.split_heldout)."""
+    from robustpo.data.schema import load_preferences
+    from robustpo.rewards.plan import split_heldout
+
+    d = cfg.data
+    if d.eval:
+        eval_rows, _ = load_preferences(d.eval, split=d.eval_split, fmt=d.format, strict=d.strict,
+                                        drop_empty=d.drop_empty)
+        return rows, eval_rows, d.eval
+    if d.eval_fraction is not None:
+        train, held = split_heldout(rows, d.eval_fraction, cfg.train.seed, key="data.eval_fraction")
+        return train, held, d.train
+    return rows, [], None
+
+
+def _train(cfg: RunConfig, accelerator, run_dir: Path, rows: list, report, resume: bool,
+           eval_rows: list = ()) -> TrainResult:
     from accelerate.utils import set_seed
 
     from robustpo.data.collate import collate_pairs, collate_shared
@@ -172,6 +199,12 @@ def _train(cfg: RunConfig, accelerator, run_dir: Path, rows: list, report, resum
     items, stats = tokenize_pairs(rows, tokenizer, max_length=cfg.data.max_length,
                                   max_prompt_length=cfg.data.max_prompt_length, source=cfg.data.train)
     accelerator.print(stats.summary())
+    eval_items = []
+    if eval_rows:
+        eval_items, eval_stats = tokenize_pairs(eval_rows, tokenizer, max_length=cfg.data.max_length,
+                                                max_prompt_length=cfg.data.max_prompt_length,
+                                                source=cfg.data.eval or cfg.data.train)
+        accelerator.print(f"eval pairs: {len(eval_items)}; {eval_stats.summary()}")
 
     policy = load_causal_lm(base, cfg.model)
     check_trainable_precision(policy)
@@ -183,7 +216,7 @@ def _train(cfg: RunConfig, accelerator, run_dir: Path, rows: list, report, resum
     collate = lambda batch: layout(batch, tokenizer.pad_token_id)  # noqa: E731
     reference_fn = None
     if needs_reference(spec, regularizers):
-        reference_fn = refcache.setup_reference(cfg, items, model, base, collate, accelerator, run_dir)
+        reference_fn = refcache.setup_reference(cfg, items, model, base, collate, accelerator, run_dir, eval_items)
     else:
         accelerator.print(f"reference: not needed by '{spec.name}'"
                           f"{' and its regularizers' if regularizers else ''}; none loaded or cached")
@@ -204,9 +237,21 @@ def _train(cfg: RunConfig, accelerator, run_dir: Path, rows: list, report, resum
                           stacklevel=1)
 
     step_fn = make_step_fn(spec, cfg.loss.params, regularizers, reference_fn)
+    evaluator = None
+    if eval_items:
+        from robustpo.train.evaluation import Evaluator, copy_for_saving
+
+        def save_best(model, name):
+            lm = copy_for_saving(accelerator.unwrap_model(model).lm)
+            save_policy(accelerator, lm, tokenizer, run_dir, name, cfg=cfg, report=report)
+
+        evaluator = Evaluator(eval_items, collate, step_fn, accelerator, tc.eval_batch_size or tc.batch_size,
+                              tc.eval_steps, tc.save_best, save_best, run_dir)
+        evaluator.check_metric(model)
     state = run_loop(accelerator=accelerator, model=model, optimizer=optimizer, scheduler=scheduler, dataset=items,
                      collate_fn=collate, step_fn=step_fn, cfg=tc, run_dir=run_dir, total_steps=total,
-                     resume=resume, on_log=on_log, lengths=[item_length(it) for it in items], source=cfg.data.train)
+                     resume=resume, on_log=on_log, lengths=[item_length(it) for it in items], source=cfg.data.train,
+                     evaluator=evaluator)
     final, lm = save_run(accelerator, model, tokenizer, run_dir, {
         "data": {**report.__dict__, "formats": dict(report.formats)}, "truncation": stats.as_dict(),
         "steps": state.step, "loss": cfg.loss.name, "collapse_warning": collapse["warned"],
@@ -219,23 +264,34 @@ def save_run(accelerator, model, tokenizer, run_dir: Path, summary: dict, *, cfg
     """Write the final model (plain `transformers` folder, with its model card) and a summary, atomically.
 
     Returns (folder, the saved `transformers` model)."""
-    from robustpo.data.io import atomic_dir, write_json_atomic
+    from robustpo.data.io import write_json_atomic
+
+    final, lm = save_policy(accelerator, accelerator.unwrap_model(model).lm, tokenizer, run_dir, "final",
+                            cfg=cfg, report=report)
+    if accelerator.is_main_process:
+        write_json_atomic(run_dir / "train_summary.json", summary)
+        accelerator.print(f"saved {final}")
+    accelerator.wait_for_everyone()
+    return final, lm
+
+
+def save_policy(accelerator, lm, tokenizer, run_dir: Path, name: str, *, cfg: RunConfig, report):
+    """OUTPUT_DIR/NAME (final, best): a plain `transformers` folder with its model card and the
+    run's config, written atomically. Returns (folder, the saved model)."""
+    from robustpo.data.io import atomic_dir
     from robustpo.model_card import preference_card, write_card
     from robustpo.models import save_final
     from robustpo.train.loop import CONFIG_CHANGES, check_finite_weights
 
     accelerator.wait_for_everyone()
-    final = run_dir / "final"
-    lm = accelerator.unwrap_model(model).lm
-    check_finite_weights(lm, "final/")
+    folder = run_dir / name
+    check_finite_weights(lm, f"{name}/")
     if accelerator.is_main_process:
-        with atomic_dir(final) as tmp:
+        with atomic_dir(folder) as tmp:
             lm = save_final(lm, tokenizer, tmp)
             (tmp / "robustpo_config.yaml").write_text((run_dir / "config.yaml").read_text())
             if (run_dir / CONFIG_CHANGES).exists():   # values changed on a --resume --allow-changes
                 (tmp / CONFIG_CHANGES).write_text((run_dir / CONFIG_CHANGES).read_text())
-            write_card(tmp, preference_card(cfg, run_dir, report))   # in the temp copy: final/ never lacks it
-        write_json_atomic(run_dir / "train_summary.json", summary)
-        accelerator.print(f"saved {final}")
+            write_card(tmp, preference_card(cfg, run_dir, report, saved=name))   # in the temp copy: never lacks it
     accelerator.wait_for_everyone()
-    return final, lm
+    return folder, lm

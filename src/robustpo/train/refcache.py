@@ -24,7 +24,7 @@ from robustpo.train.forward import ResponseLogps, frozen_logps
 
 
 def setup_reference(cfg, items: list[TokenizedPair], model: ResponseLogps, base: str, collate_fn, accelerator,
-                    run_dir: Path):
+                    run_dir: Path, eval_items: list[TokenizedPair] | None = None):
     """Make reference log-probs available to the training step; returns `reference_fn` or None.
 
     The reference is `cfg.model.reference`, or the starting point `base` (with LoRA: the
@@ -32,6 +32,8 @@ def setup_reference(cfg, items: list[TokenizedPair], model: ResponseLogps, base:
     are read from the cache (or computed and cached) and attached to `items`, and None is
     returned; otherwise `reference_fn(model, batch) -> logps (2B + B·M,)` computes them live,
     from the (prepared) policy the step runs with or from a frozen reference kept loaded.
+    `eval_items` (the eval pairs) get theirs the same way, cached under their own key (their
+    own file), from the same loaded reference.
     """
     from robustpo.models import load_causal_lm
 
@@ -52,28 +54,29 @@ def setup_reference(cfg, items: list[TokenizedPair], model: ResponseLogps, base:
                     return frozen_logps(ref_module, batch, accelerator.device)
         return reference_fn
 
-    key = fingerprint(data_fingerprint(items), model_fingerprint(reference_path), cfg.model.dtype, "v1")
-    path = cache_path(Path(tc.reference_cache_dir or run_dir / "reference_cache"), key)
-    if path.exists():
-        values = read_cache(path)
-        accelerator.print(f"reference log-probs: cached ({path})")
-    else:
-        if adapter_disabled:
-            ref_module, ctx = model, model.lm.disable_adapter()
+    model_key = model_fingerprint(reference_path)
+    frozen = None
+    for part in [items] + ([eval_items] if eval_items else []):
+        key = fingerprint(data_fingerprint(part), model_key, cfg.model.dtype, "v1")
+        path = cache_path(Path(tc.reference_cache_dir or run_dir / "reference_cache"), key)
+        if path.exists():
+            values = read_cache(path)
+            accelerator.print(f"reference log-probs: cached ({path})")
         else:
-            ref_module = ResponseLogps(load_causal_lm(reference_path, cfg.model, trainable=False),
-                                       tc.response_only_projection)
-            ctx = contextlib.nullcontext()
-        ref_module.to(accelerator.device).eval()
-        # Same autocast as the policy's forward: with bf16/fp16, Δ(y) must not start
-        # away from 0 merely because the two sides ran at different precision.
-        with ctx, accelerator.autocast():
-            values = compute_reference_logps(ref_module, items, collate_fn, batch_size=tc.batch_size * 2,
-                                             accelerator=accelerator)
-        del ref_module
-        if accelerator.is_main_process:
-            write_cache(path, values)
-    attach(items, values)
+            if frozen is None:
+                frozen = model if adapter_disabled else ResponseLogps(
+                    load_causal_lm(reference_path, cfg.model, trainable=False), tc.response_only_projection)
+                frozen.to(accelerator.device).eval()
+            ctx = model.lm.disable_adapter() if adapter_disabled else contextlib.nullcontext()
+            # Same autocast as the policy's forward: with bf16/fp16, Δ(y) must not start
+            # away from 0 merely because the two sides ran at different precision.
+            with ctx, accelerator.autocast():
+                values = compute_reference_logps(frozen, part, collate_fn, batch_size=tc.batch_size * 2,
+                                                 accelerator=accelerator)
+            if accelerator.is_main_process:
+                write_cache(path, values)
+        attach(part, values)
+    del frozen
     return None
 
 
