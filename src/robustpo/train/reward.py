@@ -173,7 +173,7 @@ def make_step_fn(center_coef: float, use_margin: bool, decorrelate: float = 0.0)
 
     def step(module, batch):
         rewards, coef = module(batch["input_ids"], batch["attention_mask"], batch["labels"] != IGNORE_INDEX)
-        rc, rr, _ = split_sequences(rewards, batch)                                     # (B, K), (B, K)
+        chosen_rewards, rejected_rewards, _ = split_sequences(rewards, batch)           # (B, K), (B, K)
         weights = batch.get("head_weights")
         if "pair_weight" in batch:
             weights = batch["pair_weight"][:, None]                                     # (B, 1)
@@ -182,17 +182,19 @@ def make_step_fn(center_coef: float, use_margin: bool, decorrelate: float = 0.0)
             dphi = batch["chosen_confound"] - batch["rejected_confound"]                # (B,)
             confound_logit = dphi[:, None] * coef[None, :]                              # (B, K)
             metrics["confound/b"] = coef.detach().mean().item()
-        loss, _ = bradley_terry_loss(rc, rr, margin=batch.get("margin") if use_margin else None,
+        loss, _ = bradley_terry_loss(chosen_rewards, rejected_rewards,
+                                     margin=batch.get("margin") if use_margin else None,
                                      center_coef=center_coef, weights=weights, confound_logit=confound_logit)
         if "chosen_confound" in batch:
             phi = torch.cat([batch["chosen_confound"], batch["rejected_confound"]])   # (2B,)
-            penalty = decorrelation_penalty(torch.cat([rc, rr]), phi)                # (2B, K) with (2B,)
+            penalty = decorrelation_penalty(torch.cat([chosen_rewards, rejected_rewards]), phi)   # (2B, K), (2B,)
             metrics["confound/corr_sq"] = penalty.item()
             if decorrelate:
                 loss = loss + decorrelate * penalty
-        delta = (rc - rr).detach()
+        delta = (chosen_rewards - rejected_rewards).detach()
         metrics.update({"accuracy": (delta > 0).float().mean().item(), "margin": delta.mean().item(),
-                        "rewards/chosen": rc.detach().mean().item(), "rewards/rejected": rr.detach().mean().item()})
+                        "rewards/chosen": chosen_rewards.detach().mean().item(),
+                        "rewards/rejected": rejected_rewards.detach().mean().item()})
         return loss, metrics
 
     return step
