@@ -51,8 +51,9 @@ def _f32(*xs):
 
 def _log_ratios(policy_chosen_logps, policy_rejected_logps, reference_chosen_logps, reference_rejected_logps):
     """(Δ(w), Δ(l)) = (logp_θ(w) − logp_ref(w), logp_θ(l) − logp_ref(l)), in float32."""
-    pc, pr, rc, rr = _f32(policy_chosen_logps, policy_rejected_logps, reference_chosen_logps, reference_rejected_logps)
-    return pc - rc, pr - rr                  # (B,), (B,)
+    policy_chosen_logps, policy_rejected_logps, reference_chosen_logps, reference_rejected_logps = _f32(
+        policy_chosen_logps, policy_rejected_logps, reference_chosen_logps, reference_rejected_logps)
+    return policy_chosen_logps - reference_chosen_logps, policy_rejected_logps - reference_rejected_logps  # (B,), (B,)
 
 
 def _pair_output(losses: Tensor, scale: float, dw: Tensor, dl: Tensor, **metrics) -> LossOutput:
@@ -189,9 +190,9 @@ def simpo(policy_chosen_logps, policy_rejected_logps, reference_chosen_logps=Non
     loss. β = 2.0 is the low end of the β the paper's setups use (2 to 10); γ_m = 0.5 is
     TRL's `simpo_gamma` default.
     """
-    pc, pr = _f32(policy_chosen_logps, policy_rejected_logps)
-    chosen = beta * pc / chosen_lengths.float().clamp(min=1)         # (B,)
-    rejected = beta * pr / rejected_lengths.float().clamp(min=1)     # (B,)
+    policy_chosen_logps, policy_rejected_logps = _f32(policy_chosen_logps, policy_rejected_logps)
+    chosen = beta * policy_chosen_logps / chosen_lengths.float().clamp(min=1)         # (B,)
+    rejected = beta * policy_rejected_logps / rejected_lengths.float().clamp(min=1)   # (B,)
     losses = -F.logsigmoid(chosen - rejected - target_margin)
     return LossOutput(loss=losses.mean(), losses=losses, chosen_rewards=chosen.detach(),
                       rejected_rewards=rejected.detach())
@@ -294,8 +295,8 @@ def p_dpo(policy_chosen_logps, policy_rejected_logps, reference_chosen_logps, re
 def nll(policy_chosen_logps, policy_rejected_logps, reference_chosen_logps, reference_rejected_logps,
         *, chosen_lengths, weight: float = 1.0) -> LossOutput:
     """RPO / SFT term (Pang et al. 2024; Liu et al. 2024): α · (−logp_θ(w) / n(w))."""
-    (pc,) = _f32(policy_chosen_logps)
-    per_token = -pc / chosen_lengths.float().clamp(min=1)        # (B,)
+    (policy_chosen_logps,) = _f32(policy_chosen_logps)
+    per_token = -policy_chosen_logps / chosen_lengths.float().clamp(min=1)        # (B,)
     return LossOutput(loss=weight * per_token.mean(), losses=weight * per_token,
                       metrics={"nll/chosen": per_token.mean().item()})
 
@@ -309,8 +310,8 @@ def bcr(policy_chosen_logps, policy_rejected_logps, reference_chosen_logps, refe
     The chosen response may lose up to δ nats (per token, or per sequence with
     `normalize: false`) before any penalty: δ=0 forbids any drop, δ→∞ is plain DPO.
     """
-    pc, rc = _f32(policy_chosen_logps, reference_chosen_logps)
-    drop = rc - pc                                                # (B,) nats lost
+    policy_chosen_logps, reference_chosen_logps = _f32(policy_chosen_logps, reference_chosen_logps)
+    drop = reference_chosen_logps - policy_chosen_logps          # (B,) nats lost
     if normalize:
         drop = drop / chosen_lengths.float().clamp(min=1)
     losses = weight * torch.clamp(drop - budget, min=0)           # (B,)

@@ -3,7 +3,8 @@
 Two layouts, both described to the model by flat response targets (logprobs.ResponseTargets:
 `pred_index`, `targets`, `segment`, `num_sequences`); sequence s is chosen of pair b for
 s = b, rejected for s = B + b, and reference sample m for s = 2B + b·M + m (`sequence_index`;
-`split_sequences` splits per-sequence values back into chosen / rejected / samples).
+`split_sequences` splits per-sequence values back into chosen / rejected / samples;
+`pair_layout` / `split_pairs` are the same layout without samples, for lists scored outside a batch).
 
 - `collate_pairs`: one row per sequence (prompt + response), right-padded, 2-D attention mask.
 - `collate_shared` (prefix sharing): one row per pair, prompt + chosen + rejected (+ samples),
@@ -42,7 +43,23 @@ def split_sequences(values: torch.Tensor, batch: dict) -> PairSequences:
     `sequence_index`, with B and M read from the batch. Views, not copies."""
     B, M = batch["index"].shape[0], batch["num_reference_samples"]
     samples = values[2 * B:].view(B, M, *values.shape[1:]) if M else None
-    return PairSequences(values[:B], values[B:2 * B], samples)
+    return PairSequences(*split_pairs(values[:2 * B], B), samples)
+
+
+# The same layout without samples (M = 0), for per-response lists built outside a batch (texts
+# scored by a reward family, confound values): chosen of pair b at b, rejected at N + b.
+def pair_layout(chosen: list, rejected: list) -> list:
+    """Per-response values of N pairs in the batch layout: the N chosen, then the N rejected.
+    Pass the same list twice for what both responses share (prompts, row numbers)."""
+    return [*chosen, *rejected]
+
+
+def split_pairs(values, num_pairs: int):
+    """The inverse of `pair_layout`: values (2N, ...) (a tensor or a list) -> (chosen (N, ...),
+    rejected (N, ...))."""
+    if len(values) != 2 * num_pairs:
+        raise ValueError(f"{len(values)} values for {num_pairs} pairs: expected {2 * num_pairs}")
+    return values[:num_pairs], values[num_pairs:]
 
 
 def _responses(it: TokenizedPair) -> list[list[int]]:

@@ -296,6 +296,45 @@ def partial_path(out: str | os.PathLike) -> Path:
     return out.with_name(out.name + ".partial")
 
 
+class PartialOutput:
+    """OUT written through OUT.partial by a job that a rerun resumes (generate, rank, label): the
+    one rule for where its rows are and when OUT appears. `overwrite` removes OUT, OUT.partial and
+    `also` (the job's own side files). Both present is refused: which is current is unknown.
+    `source` holds the rows done so far: OUT.partial, or a finished OUT, read where it is;
+    `reopen()` moves a finished OUT back to OUT.partial before new work, so that a job that stops
+    leaves no OUT; `complete()` renames OUT.partial to OUT (atomic). (`score` assembles OUT from
+    its shards instead, so it shares `partial_path` and `AppendOnlyJsonl.read`, not this.)"""
+
+    def __init__(self, out: str | os.PathLike, *, overwrite: bool = False, also: Iterable[Path] = ()):
+        from robustpo.errors import ConfigError
+
+        self.path = Path(out)
+        self.partial = partial_path(self.path)
+        if overwrite:
+            for p in (self.path, self.partial, *also):
+                Path(p).unlink(missing_ok=True)
+        if self.path.exists() and self.partial.exists():
+            raise ConfigError(f"both {self.path} and {self.partial} exist, so which one is current is unknown; "
+                              "move one away, or use --overwrite to start again")
+
+    @property
+    def finished(self) -> bool:
+        """The rows done are in a finished OUT (no OUT.partial)."""
+        return self.path.exists() and not self.partial.exists()
+
+    @property
+    def source(self) -> Path:
+        return self.path if self.finished else self.partial
+
+    def reopen(self) -> None:
+        if self.finished:
+            os.replace(self.path, self.partial)
+
+    def complete(self) -> None:
+        if self.partial.exists():
+            os.replace(self.partial, self.path)
+
+
 class AppendOnlyJsonl:
     """An output file written one flushed JSON line per finished unit of work.
 

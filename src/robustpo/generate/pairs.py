@@ -37,11 +37,12 @@ def select_pairs(ranking: Ranking, n: int, selection: str) -> list[tuple[int, in
 
 
 def read_samples(path: str) -> list[dict]:
-    """Rows of a `robustpo generate` output: `prompt` and `completions` (list of strings)."""
+    """Rows of a `robustpo generate` output: `prompt` and `completions` (list of strings).
+    Rows are named by their file row, as in `data.schema.validate_rows`."""
     from robustpo.data.io import read_records
 
     rows = read_records(path)
-    for i, row in enumerate(rows):
+    for row, i in zip(rows, rows.file_rows):
         for name in ("prompt", "completions"):
             if name not in row:
                 raise DataError("missing field", file=str(path), row=i, field=name)
@@ -54,12 +55,13 @@ def read_samples(path: str) -> list[dict]:
 
 def read_pairs(path: str) -> list[dict]:
     """Preference rows in any accepted input format (explicit, implicit HH-style,
-    conversational; see data/formats.py), returned as canonical rows."""
+    conversational; see data/formats.py), returned as canonical rows. Rows are named by their
+    file row, as in `data.schema.validate_rows`."""
     from robustpo.data.formats import to_canonical
     from robustpo.data.io import read_records
 
-    rows = []
-    for i, raw in enumerate(read_records(path)):
+    rows, records = [], read_records(path)
+    for raw, i in zip(records, records.file_rows):
         row = to_canonical(raw, file=str(path), index=i)
         row.pop("format", None)
         rows.append(row)

@@ -16,24 +16,18 @@ nothing to do, or refused by a check, leaves `OUT` untouched.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
-from robustpo.data.io import AppendOnlyJsonl, fingerprint, partial_path, write_jsonl_atomic
+from robustpo.data.io import AppendOnlyJsonl, PartialOutput, fingerprint, write_jsonl_atomic
 from robustpo.errors import ConfigError
 
 
 class ResumableOutput:
     def __init__(self, path: str | Path, settings: dict, *, overwrite: bool = False):
         self.path = Path(path)
-        self.partial_path = partial_path(self.path)
         self.state_path = self.path.with_name(self.path.name + ".state.jsonl")
-        if overwrite:
-            for p in (self.path, self.partial_path, self.state_path):
-                p.unlink(missing_ok=True)
-        if self.path.exists() and self.partial_path.exists():
-            raise ConfigError(f"both {self.path} and {self.partial_path} exist, so which one is current is "
-                              "unknown; move one away, or use --overwrite to start again")
+        self.output = PartialOutput(self.path, overwrite=overwrite, also=[self.state_path])
+        self.partial_path = self.output.partial
         self.settings_key = fingerprint(settings)
         self.state = AppendOnlyJsonl(self.state_path)
         self.done: dict[int, dict] = {}
@@ -54,7 +48,7 @@ class ResumableOutput:
         self._check_counts(keep, source)
         if len(keep) != len(rows) or not clean:  # drop rows of a unit that never finished, and a torn line
             if source == self.path:  # a finished OUT is never left holding part of a job
-                os.replace(self.path, self.partial_path)
+                self.output.reopen()
             write_jsonl_atomic(self.partial_path, keep)
             source = self.partial_path
         # A finished OUT stays where it is until a new row has to be written (see finish).
@@ -82,7 +76,7 @@ class ResumableOutput:
         """Work remains (checked by the caller): a finished OUT goes back to OUT.partial now,
         before any of that work, so that a run stopping in it leaves no OUT behind."""
         if self.out is None:
-            os.replace(self.path, self.partial_path)
+            self.output.reopen()
             self.out = AppendOnlyJsonl(self.partial_path)
 
     def finish(self, unit: int, rows: list[dict], info: dict) -> None:
@@ -99,7 +93,7 @@ class ResumableOutput:
         if self.out is not None:
             self.out.close()  # flushed and fsynced
             self.out = None
-            os.replace(self.partial_path, self.path)
+            self.output.complete()
 
     def close(self) -> None:
         if self.out is not None:

@@ -30,7 +30,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from robustpo.data.io import AppendOnlyJsonl, partial_path
+from robustpo.data.io import AppendOnlyJsonl, PartialOutput
 from robustpo.data.schema import read_prompts
 from robustpo.errors import ConfigError
 from robustpo.judges.base import text_hash
@@ -165,26 +165,16 @@ def batch_seed(seed: int, first_index: int) -> int:
 def generate_file(prompts_path: str, out_path: str, sampler, settings: SamplingSettings, *, model_name: str,
                   overwrite: bool = False, progress: bool = True) -> dict:
     """Sample settings.n completions for every prompt not yet in `out_path`; returns counts."""
-    import os
-    from pathlib import Path
-
     from tqdm import tqdm
 
     settings.check()
     prompts = read_prompts(prompts_path)
-    final = Path(out_path)
-    partial = partial_path(final)
-    if overwrite:
-        final.unlink(missing_ok=True)
-        partial.unlink(missing_ok=True)
-    if final.exists() and partial.exists():
-        raise ConfigError(f"both {final} and {partial} exist, so which one is current is unknown; "
-                          "move one away, or use --overwrite to start again")
+    output = PartialOutput(out_path, overwrite=overwrite)
     key = {"model": model_name, "backend": sampler.name, "settings": {k: v for k, v in vars(settings).items()}}
     done: set[int] = set()
     # Rows go to OUT.partial until every prompt has its row; then it becomes OUT. A finished
     # OUT (or one an older robustpo left unfinished) is read where it is.
-    source = partial if partial.exists() or not final.exists() else final
+    source = output.source
     out = AppendOnlyJsonl(source)
     try:
         for j, row in enumerate(out.rows):
@@ -201,10 +191,10 @@ def generate_file(prompts_path: str, out_path: str, sampler, settings: SamplingS
         bs = settings.batch_size
         grid = [list(range(b, min(b + bs, len(prompts)))) for b in range(0, len(prompts), bs)]
         todo_batches = [b for b in grid if any(i not in done for i in b)]
-        if todo_batches and source == final:  # more to write: OUT is not complete any more
+        if todo_batches and output.finished:  # more to write: OUT is not complete any more
             out.close()
-            os.replace(final, partial)
-            source, out = partial, AppendOnlyJsonl(partial)
+            output.reopen()
+            source, out = output.partial, AppendOnlyJsonl(output.partial)
         bar = tqdm(total=len(prompts), initial=len(done), desc="generate", unit="prompt", disable=not progress,
                    dynamic_ncols=True)
         tokens, started, written = 0, time.perf_counter(), 0
@@ -223,7 +213,6 @@ def generate_file(prompts_path: str, out_path: str, sampler, settings: SamplingS
         bar.close()
     finally:
         out.close()
-    if source == partial:
-        os.replace(partial, final)
+    output.complete()
     return {"prompts": len(prompts), "generated": written, "resumed": len(prompts) - written,
             "tokens": tokens, "seconds": time.perf_counter() - started}

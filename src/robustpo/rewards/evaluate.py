@@ -11,27 +11,31 @@ from __future__ import annotations
 
 import torch
 
+from robustpo.data.collate import pair_layout, split_pairs
 from robustpo.rewards.objective import family_metrics
 
 
 def pair_deltas(family, rows: list[dict]) -> torch.Tensor:
     """Δ_k = r_k(x, w) − r_k(x, l) for canonical rows: (N, K)."""
     prompts, responses, ids = _pair_texts(rows)
-    scores = family.score(prompts + prompts, responses, row_ids=ids + ids)    # (2N, K)
-    return scores[:len(rows)] - scores[len(rows):]
+    chosen, rejected = split_pairs(family.score(prompts, responses, row_ids=ids), len(rows))   # (N, K) each
+    return chosen - rejected
 
 
 def confound_deltas(family, rows: list[dict], feature: str | None = None) -> torch.Tensor:
     """Δφ = φ(w) − φ(l): (N,), with the family's confound (default: length in tokens)."""
     prompts, responses, ids = _pair_texts(rows)
-    phi = family.confound_values(prompts + prompts, responses, feature=feature, row_ids=ids + ids)   # (2N,)
-    return phi[:len(rows)] - phi[len(rows):]
+    chosen, rejected = split_pairs(family.confound_values(prompts, responses, feature=feature, row_ids=ids),
+                                   len(rows))                                                   # (N,) each
+    return chosen - rejected
 
 
 def _pair_texts(rows: list[dict]):
+    """(prompts, responses, file row numbers), one per response, in `pair_layout` (2N each)."""
     prompts = [r["prompt"] for r in rows]
-    responses = [r["chosen"] for r in rows] + [r["rejected"] for r in rows]
-    return prompts, responses, [r.get("index", i) + 1 for i, r in enumerate(rows)]
+    ids = [r.get("index", i) + 1 for i, r in enumerate(rows)]
+    return (pair_layout(prompts, prompts), pair_layout([r["chosen"] for r in rows], [r["rejected"] for r in rows]),
+            pair_layout(ids, ids))
 
 
 def evaluate_family(family, rows: list[dict], *, batch_size: int = 32, bins: int = 10, device: str = "cpu",

@@ -39,6 +39,7 @@ from pathlib import Path
 
 import torch
 
+from robustpo.data.collate import pair_layout, split_pairs
 from robustpo.errors import ConfigError, RobustpoError
 
 NORMALIZE = ("none", "standardize")
@@ -212,11 +213,12 @@ def _score(family, in_path, out_path: Path, rows, report, procs, *, normalize, s
         for start in range(0, len(todo), batch_size):
             chunk = todo[start:start + batch_size]
             prompts = [rows[i]["prompt"] for i in chunk]
-            responses = [rows[i]["chosen"] for i in chunk] + [rows[i]["rejected"] for i in chunk]
+            responses = pair_layout([rows[i]["chosen"] for i in chunk], [rows[i]["rejected"] for i in chunk])
             file_rows = [rows[i]["index"] + 1 for i in chunk]
-            r = family.score(prompts + prompts, responses, row_ids=file_rows + file_rows)   # (2b, K)
+            r = family.score(pair_layout(prompts, prompts), responses, row_ids=pair_layout(file_rows, file_rows))
+            chosen, rejected = split_pairs(r, len(chunk))                                   # (b, K) each
             for j, i in enumerate(chunk):
-                log.append({"row": i, "chosen": r[j].tolist(), "rejected": r[len(chunk) + j].tolist()})
+                log.append({"row": i, "chosen": chosen[j].tolist(), "rejected": rejected[j].tolist()})
             bar.update(len(chunk))
         bar.close()
     procs.barrier()

@@ -26,16 +26,20 @@ def item_length(it: dict) -> int:
     return len(it["prompt_ids"]) + len(it["chosen_ids"]) + len(it["rejected_ids"])
 
 
-def pair_metrics(pc, pr, rc, rr, out) -> dict[str, float]:
+def pair_metrics(policy_chosen_logps, policy_rejected_logps, reference_chosen_logps, reference_rejected_logps,
+                 out) -> dict[str, float]:
     """The standard preference metrics, whatever the objective (the log-ratios need a reference)."""
-    cr, rj = out.chosen_rewards, out.rejected_rewards
+    chosen_rewards, rejected_rewards = out.chosen_rewards, out.rejected_rewards
     metrics = {
-        "rewards/chosen": cr.mean().item(), "rewards/rejected": rj.mean().item(),
-        "rewards/margins": (cr - rj).mean().item(), "rewards/accuracies": (cr > rj).float().mean().item(),
-        "logps/chosen": pc.detach().float().mean().item(), "logps/rejected": pr.detach().float().mean().item(),
+        "rewards/chosen": chosen_rewards.mean().item(), "rewards/rejected": rejected_rewards.mean().item(),
+        "rewards/margins": (chosen_rewards - rejected_rewards).mean().item(),
+        "rewards/accuracies": (chosen_rewards > rejected_rewards).float().mean().item(),
+        "logps/chosen": policy_chosen_logps.detach().float().mean().item(),
+        "logps/rejected": policy_rejected_logps.detach().float().mean().item(),
     }
-    if rc is not None:
-        dw, dl = (pc - rc).detach().float(), (pr - rr).detach().float()
+    if reference_chosen_logps is not None:
+        dw = (policy_chosen_logps - reference_chosen_logps).detach().float()        # Δ(w): (B,)
+        dl = (policy_rejected_logps - reference_rejected_logps).detach().float()    # Δ(l): (B,)
         metrics.update({"logratio/chosen": dw.mean().item(), "logratio/rejected": dl.mean().item(),
                         "kl_forward": (-(dw + dl) / 2).mean().item()})
     return metrics
@@ -55,26 +59,30 @@ def make_step_fn(spec: LossSpec, params: dict, regularizers: list[tuple[LossSpec
 
     def step(model, batch):
         logps, _ = model(**model_inputs(batch))                                           # (2B + B·M,)
-        pc, pr, ps = split_sequences(logps, batch)                                        # (B,), (B,), (B, M)
-        rc = rr = rs = None
+        policy_chosen_logps, policy_rejected_logps, policy_sample_logps = split_sequences(logps, batch)
+        reference_chosen_logps = reference_rejected_logps = reference_sample_logps = None   # (B,), (B,), (B, M)
         if "reference_chosen_logps" in batch:
-            rc, rr = batch["reference_chosen_logps"], batch["reference_rejected_logps"]
-            rs = batch.get("reference_sample_logps")
+            reference_chosen_logps = batch["reference_chosen_logps"]
+            reference_rejected_logps = batch["reference_rejected_logps"]
+            reference_sample_logps = batch.get("reference_sample_logps")
         elif reference_fn is not None:
-            rc, rr, rs = split_sequences(reference_fn(model, batch), batch)
+            reference_chosen_logps, reference_rejected_logps, reference_sample_logps = split_sequences(
+                reference_fn(model, batch), batch)
+        # The four sequence log-probs every objective and regularizer takes, in DESIGN.md's order.
+        pair_logps = (policy_chosen_logps, policy_rejected_logps, reference_chosen_logps, reference_rejected_logps)
         inputs = {}
         if needs_lengths:
             inputs = {"chosen_lengths": batch["chosen_lengths"], "rejected_lengths": batch["rejected_lengths"]}
         for key in ("chosen_rewards", "rejected_rewards"):
             if key in batch:
                 inputs[key] = batch[key]
-        if ps is not None:
-            inputs["kl_policy_logps"], inputs["kl_reference_logps"] = ps, rs
-        out = spec.call(pc, pr, rc, rr, inputs, params)
+        if policy_sample_logps is not None:
+            inputs["kl_policy_logps"], inputs["kl_reference_logps"] = policy_sample_logps, reference_sample_logps
+        out = spec.call(*pair_logps, inputs, params)
         loss = out.loss
-        metrics = {**pair_metrics(pc, pr, rc, rr, out), **out.metrics, "loss/objective": out.loss.item()}
+        metrics = {**pair_metrics(*pair_logps, out), **out.metrics, "loss/objective": out.loss.item()}
         for reg_spec, reg_params in regularizers:
-            reg = reg_spec.call(pc, pr, rc, rr, inputs, reg_params)
+            reg = reg_spec.call(*pair_logps, inputs, reg_params)
             loss = loss + reg.loss
             metrics[f"loss/{reg_spec.name}"] = reg.loss.item()
             metrics.update(reg.metrics)

@@ -108,18 +108,20 @@ def _load_rows(cfg: RewardRunConfig, source: str):
 def attach_confound(items: list, rows: list, feature: str, source: str) -> dict:
     """Compute φ for both responses of every training pair, standardise over those 2N values,
     store them on the items (`chosen_confound`, `rejected_confound`); return the statistics."""
+    from robustpo.data.collate import pair_layout, split_pairs
     from robustpo.rewards.confound import feature_values, standardization, standardize
 
     by_index = {r["index"]: r for r in rows}
     src = [by_index[it["index"]] for it in items]
-    prompts = [r["prompt"] for r in src] * 2
-    responses = [r["chosen"] for r in src] + [r["rejected"] for r in src]
-    counts = [len(it["chosen_ids"]) for it in items] + [len(it["rejected_ids"]) for it in items]
-    raw = feature_values(feature, prompts, responses, counts, rows=[it["index"] for it in items] * 2, source=source)
+    prompts, indices = [r["prompt"] for r in src], [it["index"] for it in items]
+    responses = pair_layout([r["chosen"] for r in src], [r["rejected"] for r in src])
+    counts = pair_layout([len(it["chosen_ids"]) for it in items], [len(it["rejected_ids"]) for it in items])
+    raw = feature_values(feature, pair_layout(prompts, prompts), responses, counts, rows=pair_layout(indices, indices),
+                         source=source)
     stats = standardization(raw, feature)
-    z = standardize(raw, stats)
+    chosen, rejected = split_pairs(standardize(raw, stats), len(items))
     for i, it in enumerate(items):
-        it["chosen_confound"], it["rejected_confound"] = z[i], z[len(items) + i]
+        it["chosen_confound"], it["rejected_confound"] = chosen[i], rejected[i]
     return {"feature": feature, **stats}
 
 
@@ -171,7 +173,7 @@ def make_step_fn(center_coef: float, use_margin: bool, decorrelate: float = 0.0)
 
     def step(module, batch):
         rewards, coef = module(batch["input_ids"], batch["attention_mask"], batch["labels"] != IGNORE_INDEX)
-        rc, rr, _ = split_sequences(rewards, batch)                                     # (B, K), (B, K)
+        chosen_rewards, rejected_rewards, _ = split_sequences(rewards, batch)           # (B, K), (B, K)
         weights = batch.get("head_weights")
         if "pair_weight" in batch:
             weights = batch["pair_weight"][:, None]                                     # (B, 1)
@@ -180,17 +182,19 @@ def make_step_fn(center_coef: float, use_margin: bool, decorrelate: float = 0.0)
             dphi = batch["chosen_confound"] - batch["rejected_confound"]                # (B,)
             confound_logit = dphi[:, None] * coef[None, :]                              # (B, K)
             metrics["confound/b"] = coef.detach().mean().item()
-        loss, _ = bradley_terry_loss(rc, rr, margin=batch.get("margin") if use_margin else None,
+        loss, _ = bradley_terry_loss(chosen_rewards, rejected_rewards,
+                                     margin=batch.get("margin") if use_margin else None,
                                      center_coef=center_coef, weights=weights, confound_logit=confound_logit)
         if "chosen_confound" in batch:
             phi = torch.cat([batch["chosen_confound"], batch["rejected_confound"]])   # (2B,)
-            penalty = decorrelation_penalty(torch.cat([rc, rr]), phi)                # (2B, K) with (2B,)
+            penalty = decorrelation_penalty(torch.cat([chosen_rewards, rejected_rewards]), phi)   # (2B, K), (2B,)
             metrics["confound/corr_sq"] = penalty.item()
             if decorrelate:
                 loss = loss + decorrelate * penalty
-        delta = (rc - rr).detach()
+        delta = (chosen_rewards - rejected_rewards).detach()
         metrics.update({"accuracy": (delta > 0).float().mean().item(), "margin": delta.mean().item(),
-                        "rewards/chosen": rc.detach().mean().item(), "rewards/rejected": rr.detach().mean().item()})
+                        "rewards/chosen": chosen_rewards.detach().mean().item(),
+                        "rewards/rejected": rejected_rewards.detach().mean().item()})
         return loss, metrics
 
     return step
@@ -286,14 +290,17 @@ def _made(cfg: RewardRunConfig, plan: MemberPlan, summary: dict, head: int) -> d
 def _training_correlations(family_dir: Path, plans: list[MemberPlan], items: list, rows: list, cfg) -> dict:
     """corr(r_θ, φ̃) over the training responses for every trained model, and for span families
     with `span_scale: slope`, each plain model's slope of Δr on Δφ̃ (through the origin)."""
+    from robustpo.data.collate import pair_layout, split_pairs
     from robustpo.rewards.family import load_family
     from robustpo.rewards.objective import pearson
 
     by_index = {r["index"]: r for r in rows}
     src = [by_index[it["index"]] for it in items]
-    prompts = [r["prompt"] for r in src] * 2
-    responses = [r["chosen"] for r in src] + [r["rejected"] for r in src]
-    phi = torch.tensor([it["chosen_confound"] for it in items] + [it["rejected_confound"] for it in items])
+    prompts = [r["prompt"] for r in src]
+    prompts = pair_layout(prompts, prompts)
+    responses = pair_layout([r["chosen"] for r in src], [r["rejected"] for r in src])
+    phi = torch.tensor(pair_layout([it["chosen_confound"] for it in items],
+                                   [it["rejected_confound"] for it in items]))                   # (2N,)
     out = {}
     for plan in plans:
         folder = family_dir / "members" / plan.name
@@ -301,7 +308,9 @@ def _training_correlations(family_dir: Path, plans: list[MemberPlan], items: lis
         r = family.score(prompts, responses)                                              # (2N, K)
         result = {"corr": [pearson(r[:, k], phi) for k in range(r.shape[1])]}
         if plan.role == "slope-probe":
-            dr, dphi = r[:len(items), 0] - r[len(items):, 0], phi[:len(items)] - phi[len(items):]
+            r_chosen, r_rejected = split_pairs(r[:, 0], len(items))                       # (N,) each
+            phi_chosen, phi_rejected = split_pairs(phi, len(items))
+            dr, dphi = r_chosen - r_rejected, phi_chosen - phi_rejected
             result["slope"] = float((dr.double() * dphi.double()).sum() / (dphi.double() ** 2).sum())
         out[plan.name] = result
     return out
