@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from robustpo.eval.sampling import encode_prompt, sample_responses, score_logps
+from robustpo.eval.evaluate import score_logps
+from robustpo.generate.sampling import encode_prompt, sample_responses
 from robustpo.testbed import task
 from robustpo.testbed.reference import build_tokenizer
 from robustpo.tiny import build_tiny_model

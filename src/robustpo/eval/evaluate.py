@@ -23,10 +23,13 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
+import torch
 
+from robustpo.errors import RobustpoError
 from robustpo.eval import metrics
-from robustpo.eval.sampling import (Sample, check_same_vocabulary, encode_prompts, load_causal_lm,
-                                    sample_responses, score_logps)
+from robustpo.generate.sampling import Sample, encode_prompts, sample_responses
+from robustpo.logprobs import IGNORE_INDEX, sequence_logps
+from robustpo.models import load_for_inference
 
 GoldFn = Callable[[list, list[str]], Sequence[float]]  # (prompts, responses) -> rewards
 
@@ -48,6 +51,35 @@ def resolve_model_path(path: str | Path) -> Path:
     """A training run folder stands for its final model (RUN_DIR/final)."""
     path = Path(path)
     return path / "final" if (path / "final" / "config.json").exists() else path
+
+
+def score_logps(model, prompt_ids: list[list[int]], response_ids: list[list[int]], *,
+                pad_token_id: int, batch_size: int = 64) -> torch.Tensor:
+    """(N,) float32 sums of response-token log-probs, log π(y | x), by one scoring pass (never
+    `generate`'s scores): policy and reference are scored by identical code on identical ids."""
+    device = next(model.parameters()).device
+    out = []
+    for start in range(0, len(prompt_ids), batch_size):
+        pids, rids = prompt_ids[start:start + batch_size], response_ids[start:start + batch_size]
+        width = max(len(p) + len(r) for p, r in zip(pids, rids))
+        ids = torch.full((len(pids), width), pad_token_id, dtype=torch.long)
+        labels = torch.full((len(pids), width), IGNORE_INDEX, dtype=torch.long)
+        attention = torch.zeros((len(pids), width), dtype=torch.long)
+        for b, (p, r) in enumerate(zip(pids, rids)):
+            ids[b, :len(p) + len(r)] = torch.tensor(p + r)
+            labels[b, len(p):len(p) + len(r)] = torch.tensor(r, dtype=torch.long)
+            attention[b, :len(p) + len(r)] = 1
+        with torch.no_grad():
+            logits = model(input_ids=ids.to(device), attention_mask=attention.to(device)).logits
+        out.append(sequence_logps(logits, labels.to(device)).logps.cpu())
+    return torch.cat(out) if out else torch.zeros(0)
+
+
+def check_same_vocabulary(tokenizer_a, tokenizer_b, *, names=("policy", "reference")) -> None:
+    """Log-ratios compare the same token ids under two models: the vocabularies must match."""
+    if tokenizer_a.get_vocab() != tokenizer_b.get_vocab():
+        raise RobustpoError(f"the {names[0]} and {names[1]} tokenizers differ; "
+                            "KL and log-ratios need one shared vocabulary")
 
 
 @dataclass
@@ -109,7 +141,7 @@ def evaluate_policies(policies: dict[str, str | Path], reference_path: str | Pat
     def summarize(values, index) -> dict:
         return metrics.summarize(values, index, seed=settings.seed, n_resamples=settings.bootstrap_resamples)
 
-    reference, tokenizer = load_causal_lm(resolve_model_path(reference_path), device=settings.device)
+    reference, tokenizer = load_for_inference(resolve_model_path(reference_path), device=settings.device)
     started = time.perf_counter()
     ref = _draw(reference, tokenizer, prompts, settings, seed=settings.seed + 1_000_003)
     index = np.array([s.prompt_index for s in ref.samples])
@@ -130,7 +162,7 @@ def evaluate_policies(policies: dict[str, str | Path], reference_path: str | Pat
 
     for name, path in policies.items():
         started = time.perf_counter()
-        policy, policy_tokenizer = load_causal_lm(resolve_model_path(path), device=settings.device)
+        policy, policy_tokenizer = load_for_inference(resolve_model_path(path), device=settings.device)
         check_same_vocabulary(policy_tokenizer, tokenizer)
         pol = _draw(policy, tokenizer, prompts, settings, seed=settings.seed)
         texts = [s.text for s in pol.samples]

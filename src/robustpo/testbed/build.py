@@ -217,10 +217,11 @@ def _build_pairs(config: TestbedConfig, reference_path: Path, root: Path, log) -
 
 
 def _sample_and_label(config: TestbedConfig, reference_path: Path, root: Path, log) -> None:
-    from robustpo.eval.sampling import load_causal_lm, sample_responses
+    from robustpo.generate.sampling import sample_responses
+    from robustpo.models import load_for_inference
 
     started = time.perf_counter()
-    model, tokenizer = load_causal_lm(reference_path)
+    model, tokenizer = load_for_inference(reference_path)
 
     extra = config.n_reference_samples + 2 if config.n_reference_samples else 0  # spares for empty samples
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from robustpo.eval.sampling import encode_prompts
+from robustpo.generate.sampling import encode_prompts
 from robustpo.testbed.task import FILLERS, ITEMS, TEMPLATE_WORDS
 from robustpo.tiny import SPECIAL_TOKENS, tiny_config
 
