@@ -28,7 +28,6 @@ import torch
 from robustpo.errors import RobustpoError
 from robustpo.eval import metrics
 from robustpo.generate.sampling import Sample, encode_prompts, sample_responses
-from robustpo.logprobs import IGNORE_INDEX, sequence_logps
 from robustpo.models import load_for_inference
 
 GoldFn = Callable[[list, list[str]], Sequence[float]]  # (prompts, responses) -> rewards
@@ -53,26 +52,33 @@ def resolve_model_path(path: str | Path) -> Path:
     return path / "final" if (path / "final" / "config.json").exists() else path
 
 
+def pair_logps(model, items: list, *, pad_token_id: int, batch_size: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
+    """(chosen (N,), rejected (N,)) float32 log π(y | x) of tokenized pairs, by training's own
+    forward (the collate layout `robustpo train` picks for this model, `ResponseLogps`), so that
+    eval and training can never disagree on a log-prob."""
+    from robustpo.data.collate import collate_pairs, collate_shared, split_sequences
+    from robustpo.train.forward import ResponseLogps, frozen_logps, supports_prefix_sharing
+
+    module = ResponseLogps(model)
+    layout = collate_shared if supports_prefix_sharing(model) else collate_pairs
+    device = next(model.parameters()).device
+    chosen, rejected = [], []
+    for start in range(0, len(items), batch_size):
+        batch = layout(items[start:start + batch_size], pad_token_id)
+        c, r, _ = split_sequences(frozen_logps(module, batch, device).float().cpu(), batch)
+        chosen.append(c)
+        rejected.append(r)
+    return (torch.cat(chosen), torch.cat(rejected)) if items else (torch.zeros(0), torch.zeros(0))
+
+
 def score_logps(model, prompt_ids: list[list[int]], response_ids: list[list[int]], *,
                 pad_token_id: int, batch_size: int = 64) -> torch.Tensor:
-    """(N,) float32 sums of response-token log-probs, log π(y | x), by one scoring pass (never
-    `generate`'s scores): policy and reference are scored by identical code on identical ids."""
-    device = next(model.parameters()).device
-    out = []
-    for start in range(0, len(prompt_ids), batch_size):
-        pids, rids = prompt_ids[start:start + batch_size], response_ids[start:start + batch_size]
-        width = max(len(p) + len(r) for p, r in zip(pids, rids))
-        ids = torch.full((len(pids), width), pad_token_id, dtype=torch.long)
-        labels = torch.full((len(pids), width), IGNORE_INDEX, dtype=torch.long)
-        attention = torch.zeros((len(pids), width), dtype=torch.long)
-        for b, (p, r) in enumerate(zip(pids, rids)):
-            ids[b, :len(p) + len(r)] = torch.tensor(p + r)
-            labels[b, len(p):len(p) + len(r)] = torch.tensor(r, dtype=torch.long)
-            attention[b, :len(p) + len(r)] = 1
-        with torch.no_grad():
-            logits = model(input_ids=ids.to(device), attention_mask=attention.to(device)).logits
-        out.append(sequence_logps(logits, labels.to(device)).logps.cpu())
-    return torch.cat(out) if out else torch.zeros(0)
+    """(N,) log π(y | x) of each (prompt, response), by one scoring pass (never `generate`'s
+    scores): `pair_logps` on pairs whose rejected response is empty (with prefix sharing an
+    empty block costs nothing)."""
+    items = [{"index": i, "prompt_ids": p, "chosen_ids": r, "rejected_ids": []}
+             for i, (p, r) in enumerate(zip(prompt_ids, response_ids, strict=True))]
+    return pair_logps(model, items, pad_token_id=pad_token_id, batch_size=batch_size)[0]
 
 
 def check_same_vocabulary(tokenizer_a, tokenizer_b, *, names=("policy", "reference")) -> None:
@@ -110,10 +116,8 @@ def _train_pair_logratios(policy, reference, tokenizer, rows: list[dict], settin
 
     rows = [{**r, "index": i} for i, r in enumerate(rows[:settings.max_train_pairs])]
     items, _ = tokenize_pairs(rows, tokenizer, max_length=1 << 30, max_prompt_length=(1 << 30) - 1)
-    prompts = [it["prompt_ids"] for it in items] * 2
-    responses = [it["chosen_ids"] for it in items] + [it["rejected_ids"] for it in items]
     kw = dict(pad_token_id=tokenizer.pad_token_id, batch_size=settings.batch_size)
-    delta = (score_logps(policy, prompts, responses, **kw) - score_logps(reference, prompts, responses, **kw)).numpy()
+    delta = (torch.cat(pair_logps(policy, items, **kw)) - torch.cat(pair_logps(reference, items, **kw))).numpy()
     n = len(items)
     chosen, rejected = metrics.mean_se(delta[:n]), metrics.mean_se(delta[n:])
     return {"n_pairs": n, "logratio_chosen": chosen[0], "logratio_chosen_se": chosen[1],
