@@ -30,7 +30,9 @@ from robustpo.testbed import pairs as pairs_mod
 from robustpo.testbed import task
 
 # Code each stage depends on: editing it invalidates that stage's cache (and those after it).
-_REFERENCE_SOURCES = [Path(__file__).with_name(n) for n in ("task.py", "reference.py")]
+# The reference trains through train/sft.py on train/loop.py's run_loop: their code is part of its key.
+_REFERENCE_SOURCES = [*(Path(__file__).with_name(n) for n in ("task.py", "reference.py")),
+                      *(Path(__file__).parent.parent / "train" / n for n in ("sft.py", "loop.py"))]
 _PAIRS_SOURCES = [Path(__file__).with_name(n) for n in ("pairs.py", "build.py")]
 
 
