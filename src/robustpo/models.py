@@ -146,6 +146,18 @@ def load_causal_lm(path: str, cfg: ModelConfig, *, trainable: bool = True):
     return model
 
 
+def load_for_inference(path, *, device: str = "cpu", dtype: str = "float32"):
+    """(model, tokenizer) for sampling and scoring (eval, generate, the testbed): the same
+    `load_causal_lm` and `load_tokenizer` as training, frozen, in eval mode, on `device`."""
+    cfg = ModelConfig(name_or_path=str(path), dtype=dtype)
+    try:
+        tokenizer = load_tokenizer(str(path), cfg)
+        model = load_causal_lm(str(path), cfg, trainable=False)
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"cannot load a causal LM from '{path}': {e}") from None
+    return model.to(device), tokenizer
+
+
 def apply_lora(model, cfg: ModelConfig, task_type: str = "CAUSAL_LM"):
     """`cfg.lora` on `model` (peft). `task_type` "CAUSAL_LM" for a policy (or an `lm`-head reward
     model), "SEQ_CLS" for a reward model, whose new score head peft then trains and saves in full."""

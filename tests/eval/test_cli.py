@@ -27,13 +27,13 @@ def _write_run(run_dir, rows):
 def evaluated(quick_testbed, tmp_path_factory):
     """One eval run: a copy of the reference posing as a finished training run, and a
     noised copy of the reference (a policy that really differs)."""
-    from robustpo.eval.sampling import load_causal_lm
+    from robustpo.models import load_for_inference
 
     tb, root = quick_testbed, tmp_path_factory.mktemp("eval")
     run = root / "run-same"
     shutil.copytree(tb.reference_path, run / "final")
     _write_run(run, _metrics_rows(0.5))
-    model, tok = load_causal_lm(tb.reference_path)
+    model, tok = load_for_inference(tb.reference_path)
     torch.manual_seed(0)
     with torch.no_grad():
         for p in model.parameters():

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from robustpo.eval.sampling import encode_prompt, sample_responses, score_logps
+from robustpo.eval.evaluate import score_logps
+from robustpo.generate.sampling import encode_prompt, sample_responses
 from robustpo.testbed import task
 from robustpo.testbed.reference import build_tokenizer
 from robustpo.tiny import build_tiny_model
@@ -75,3 +76,53 @@ def test_sample_kl_estimate_agrees_with_exact_per_step_kl(tok, two_models):
     diff = mc - np.array(exact)
     assert np.mean(exact) > 0.5  # the models really differ
     assert abs(diff.mean()) < 4 * diff.std(ddof=1) / np.sqrt(len(diff)), (mc.mean(), np.mean(exact))
+
+
+def _train_items(tok, n=6):
+    from robustpo.data.tokenize import tokenize_pairs
+
+    rng = task.seeded_rng(0, "eval-train-parity")
+    prompts = task.generate_prompts(n, rng)
+    rows = [{"prompt": p, "chosen": " ".join(p.split()[:3]), "rejected": " ".join(p.split()[-2:]), "index": i}
+            for i, p in enumerate(prompts)]
+    return tokenize_pairs(rows, tok, max_length=512, max_prompt_length=256)[0]
+
+
+def test_eval_pair_logps_are_the_training_reference_pass(tok, two_models):
+    """Eval's Δ(w), Δ(l) log-probs equal those `robustpo train` caches for its reference
+    (train/refcache.compute_reference_logps, fed by training's collate), bit for bit on the
+    same batches, and to float precision on other batches."""
+    from types import SimpleNamespace
+
+    from robustpo.data.collate import collate_shared
+    from robustpo.eval.evaluate import pair_logps
+    from robustpo.train.forward import ResponseLogps
+    from robustpo.train.refcache import compute_reference_logps
+
+    model, items = two_models[1], _train_items(tok)
+    one_process = SimpleNamespace(process_index=0, num_processes=1, is_local_main_process=False, device="cpu")
+    cached = compute_reference_logps(ResponseLogps(model), items, lambda b: collate_shared(b, tok.pad_token_id),
+                                     batch_size=1, accelerator=one_process)
+    chosen, rejected = pair_logps(model, items, pad_token_id=tok.pad_token_id, batch_size=1)
+    assert chosen.tolist() == [cached[it["index"]]["chosen"] for it in items]
+    assert rejected.tolist() == [cached[it["index"]]["rejected"] for it in items]
+    batched = pair_logps(model, items, pad_token_id=tok.pad_token_id, batch_size=4)
+    torch.testing.assert_close(batched[0], chosen, rtol=0, atol=1e-5)
+    torch.testing.assert_close(batched[1], rejected, rtol=0, atol=1e-5)
+
+
+def test_eval_pair_logps_match_plain_transformers(tok, two_models):
+    """The same values by hand: one unpadded sequence at a time through the plain model, the
+    sum of log_softmax at the positions before each response token, gathered at that token."""
+    from robustpo.eval.evaluate import pair_logps
+
+    model, items = two_models[0], _train_items(tok)
+    chosen, rejected = pair_logps(model, items, pad_token_id=tok.pad_token_id)
+    for it, c, r in zip(items, chosen, rejected):
+        for response, got in ((it["chosen_ids"], c), (it["rejected_ids"], r)):
+            p = it["prompt_ids"]
+            with torch.no_grad():
+                logits = model(input_ids=torch.tensor([p + response])).logits[0].double()
+            logp = torch.log_softmax(logits, -1)[len(p) - 1:len(p) - 1 + len(response)]
+            expected = logp.gather(-1, torch.tensor(response)[:, None]).sum().item()
+            assert got.item() == pytest.approx(expected, abs=1e-4)

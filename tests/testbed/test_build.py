@@ -11,9 +11,10 @@ from robustpo.testbed.pairs import longer_preferred_rate
 
 
 def _reference_vs_random(tb, n_prompts=256):
-    from robustpo.eval.sampling import load_causal_lm, sample_responses
+    from robustpo.generate.sampling import sample_responses
+    from robustpo.models import load_for_inference
 
-    model, tok = load_causal_lm(tb.reference_path)
+    model, tok = load_for_inference(tb.reference_path)
     prompts = task.generate_prompts(n_prompts, task.seeded_rng(123, "learns"))
     samples = sample_responses(model, tok, prompts, max_new_tokens=tb.config.max_new_tokens, seed=5)
     reference = np.array(task.gold_rewards(prompts, [s.text for s in samples]))

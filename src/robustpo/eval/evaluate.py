@@ -23,10 +23,12 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
+import torch
 
+from robustpo.errors import RobustpoError
 from robustpo.eval import metrics
-from robustpo.eval.sampling import (Sample, check_same_vocabulary, encode_prompts, load_causal_lm,
-                                    sample_responses, score_logps)
+from robustpo.generate.sampling import Sample, encode_prompts, sample_responses
+from robustpo.models import load_for_inference
 
 GoldFn = Callable[[list, list[str]], Sequence[float]]  # (prompts, responses) -> rewards
 
@@ -48,6 +50,42 @@ def resolve_model_path(path: str | Path) -> Path:
     """A training run folder stands for its final model (RUN_DIR/final)."""
     path = Path(path)
     return path / "final" if (path / "final" / "config.json").exists() else path
+
+
+def pair_logps(model, items: list, *, pad_token_id: int, batch_size: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
+    """(chosen (N,), rejected (N,)) float32 log π(y | x) of tokenized pairs, by training's own
+    forward (the collate layout `robustpo train` picks for this model, `ResponseLogps`), so that
+    eval and training can never disagree on a log-prob."""
+    from robustpo.data.collate import collate_pairs, collate_shared, split_sequences
+    from robustpo.train.forward import ResponseLogps, frozen_logps, supports_prefix_sharing
+
+    module = ResponseLogps(model)
+    layout = collate_shared if supports_prefix_sharing(model) else collate_pairs
+    device = next(model.parameters()).device
+    chosen, rejected = [], []
+    for start in range(0, len(items), batch_size):
+        batch = layout(items[start:start + batch_size], pad_token_id)
+        c, r, _ = split_sequences(frozen_logps(module, batch, device).float().cpu(), batch)
+        chosen.append(c)
+        rejected.append(r)
+    return (torch.cat(chosen), torch.cat(rejected)) if items else (torch.zeros(0), torch.zeros(0))
+
+
+def score_logps(model, prompt_ids: list[list[int]], response_ids: list[list[int]], *,
+                pad_token_id: int, batch_size: int = 64) -> torch.Tensor:
+    """(N,) log π(y | x) of each (prompt, response), by one scoring pass (never `generate`'s
+    scores): `pair_logps` on pairs whose rejected response is empty (with prefix sharing an
+    empty block costs nothing)."""
+    items = [{"index": i, "prompt_ids": p, "chosen_ids": r, "rejected_ids": []}
+             for i, (p, r) in enumerate(zip(prompt_ids, response_ids, strict=True))]
+    return pair_logps(model, items, pad_token_id=pad_token_id, batch_size=batch_size)[0]
+
+
+def check_same_vocabulary(tokenizer_a, tokenizer_b, *, names=("policy", "reference")) -> None:
+    """Log-ratios compare the same token ids under two models: the vocabularies must match."""
+    if tokenizer_a.get_vocab() != tokenizer_b.get_vocab():
+        raise RobustpoError(f"the {names[0]} and {names[1]} tokenizers differ; "
+                            "KL and log-ratios need one shared vocabulary")
 
 
 @dataclass
@@ -78,10 +116,8 @@ def _train_pair_logratios(policy, reference, tokenizer, rows: list[dict], settin
 
     rows = [{**r, "index": i} for i, r in enumerate(rows[:settings.max_train_pairs])]
     items, _ = tokenize_pairs(rows, tokenizer, max_length=1 << 30, max_prompt_length=(1 << 30) - 1)
-    prompts = [it["prompt_ids"] for it in items] * 2
-    responses = [it["chosen_ids"] for it in items] + [it["rejected_ids"] for it in items]
     kw = dict(pad_token_id=tokenizer.pad_token_id, batch_size=settings.batch_size)
-    delta = (score_logps(policy, prompts, responses, **kw) - score_logps(reference, prompts, responses, **kw)).numpy()
+    delta = (torch.cat(pair_logps(policy, items, **kw)) - torch.cat(pair_logps(reference, items, **kw))).numpy()
     n = len(items)
     chosen, rejected = metrics.mean_se(delta[:n]), metrics.mean_se(delta[n:])
     return {"n_pairs": n, "logratio_chosen": chosen[0], "logratio_chosen_se": chosen[1],
@@ -109,7 +145,7 @@ def evaluate_policies(policies: dict[str, str | Path], reference_path: str | Pat
     def summarize(values, index) -> dict:
         return metrics.summarize(values, index, seed=settings.seed, n_resamples=settings.bootstrap_resamples)
 
-    reference, tokenizer = load_causal_lm(resolve_model_path(reference_path), device=settings.device)
+    reference, tokenizer = load_for_inference(resolve_model_path(reference_path), device=settings.device)
     started = time.perf_counter()
     ref = _draw(reference, tokenizer, prompts, settings, seed=settings.seed + 1_000_003)
     index = np.array([s.prompt_index for s in ref.samples])
@@ -130,7 +166,7 @@ def evaluate_policies(policies: dict[str, str | Path], reference_path: str | Pat
 
     for name, path in policies.items():
         started = time.perf_counter()
-        policy, policy_tokenizer = load_causal_lm(resolve_model_path(path), device=settings.device)
+        policy, policy_tokenizer = load_for_inference(resolve_model_path(path), device=settings.device)
         check_same_vocabulary(policy_tokenizer, tokenizer)
         pol = _draw(policy, tokenizer, prompts, settings, seed=settings.seed)
         texts = [s.text for s in pol.samples]

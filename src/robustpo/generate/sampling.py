@@ -23,6 +23,12 @@ sample that batch again to write its missing rows (finished rows are not rewritt
 Until every prompt has its row, the rows are in `OUT.partial`, and `OUT` does not exist: a
 stopped or killed run never leaves a samples file that `robustpo rank` would take for a
 whole one. The last row written, `OUT.partial` is renamed to `OUT`.
+
+This module is also robustpo's one Hugging Face sampling path: `left_padded_generate` (used by
+`robustpo generate`, `robustpo eval` and the testbed) and the prompt encoding every caller
+shares. `sample_responses` is evaluation's form: plain ancestral sampling (top_k=0, top_p=1
+by default, the model's own generation config ignored) so that samples come from π itself
+and the Monte-Carlo KL estimate E_π[log π − log π_ref] is unbiased.
 """
 
 from __future__ import annotations
@@ -36,6 +42,77 @@ from robustpo.errors import ConfigError
 from robustpo.judges.base import text_hash
 
 BACKENDS = ("transformers", "vllm")
+
+
+def encode_prompt(tokenizer, prompt) -> list[int]:
+    """Prompt ids as the training data path makes them (robustpo.data.tokenize)."""
+    if isinstance(prompt, list):  # chat messages: the template brings its own special tokens
+        text = tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=False)
+        return tokenizer(text, add_special_tokens=False)["input_ids"]
+    return tokenizer(prompt)["input_ids"]
+
+
+def encode_prompts(tokenizer, prompts: list) -> list[list[int]]:
+    """`encode_prompt` for many prompts; plain strings go through the tokenizer in one batch."""
+    if all(isinstance(p, str) for p in prompts):
+        return tokenizer(list(prompts))["input_ids"] if prompts else []
+    return [encode_prompt(tokenizer, p) for p in prompts]
+
+
+def encode_response(tokenizer, response: str, *, add_eos: bool = True) -> list[int]:
+    ids = tokenizer(response, add_special_tokens=False)["input_ids"]
+    return ids + [tokenizer.eos_token_id] if add_eos else ids
+
+
+def left_padded_generate(model, prompt_ids: list[list[int]], pad_id: int, **generate_kwargs) -> list[list[int]]:
+    """The new-token rows of one `model.generate` call (the caller seeds the random stream).
+    Left padding: every prompt ends at the same column, where generation starts."""
+    import torch
+
+    width = max(len(ids) for ids in prompt_ids)
+    device = next(model.parameters()).device
+    input_ids = torch.tensor([[pad_id] * (width - len(ids)) + ids for ids in prompt_ids], device=device)
+    attention = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in prompt_ids], device=device)
+    with torch.no_grad():
+        out = model.generate(input_ids=input_ids, attention_mask=attention, **generate_kwargs)
+    return out[:, width:].tolist()
+
+
+@dataclass
+class Sample:
+    prompt_index: int
+    text: str
+    token_ids: list[int]   # response ids, EOS included when `ended`
+    ended: bool            # False: cut at max_new_tokens
+
+
+def sample_responses(model, tokenizer, prompts: list, *, n: int = 1, max_new_tokens: int = 64,
+                     temperature: float = 1.0, top_p: float = 1.0, seed: int = 0,
+                     batch_size: int = 64) -> list[Sample]:
+    """`n` samples per prompt (prompt-major order), one random stream seeded once; temperature 0
+    means greedy. The global torch random state is left as it was."""
+    import torch
+    from transformers import GenerationConfig
+
+    eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
+    gen = GenerationConfig(
+        do_sample=temperature > 0, temperature=temperature if temperature > 0 else None,
+        top_k=0 if temperature > 0 else None, top_p=top_p if temperature > 0 else None,
+        max_new_tokens=max_new_tokens, pad_token_id=pad, eos_token_id=eos)
+    encoded = encode_prompts(tokenizer, prompts)
+    jobs = [(i, ids) for i, ids in enumerate(encoded) for _ in range(n)]
+    samples: list[Sample] = []
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        for start in range(0, len(jobs), batch_size):
+            batch = jobs[start:start + batch_size]
+            rows = left_padded_generate(model, [ids for _, ids in batch], pad, generation_config=gen)
+            for (index, _), row in zip(batch, rows):
+                ended = eos in row
+                ids = row[:row.index(eos) + 1] if ended else row
+                text = tokenizer.decode(ids, skip_special_tokens=True).strip()
+                samples.append(Sample(index, text, ids, ended))
+    return samples
 
 
 @dataclass
@@ -64,33 +141,23 @@ class TransformersSampler:
     name = "transformers"
 
     def __init__(self, model: str, *, device: str = "cpu", dtype: str = "float32"):
-        import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from robustpo.models import load_for_inference
 
-        try:
-            self.tokenizer = AutoTokenizer.from_pretrained(model)
-            self.model = AutoModelForCausalLM.from_pretrained(model, dtype=getattr(torch, dtype))
-        except (OSError, ValueError) as e:
-            raise ConfigError(f"cannot load model '{model}': {e}") from e
-        self.tokenizer.padding_side = "left"
-        if self.tokenizer.pad_token is None:
-            self.tokenizer.pad_token = self.tokenizer.eos_token
-        self.model.to(device).eval()
+        self.model, self.tokenizer = load_for_inference(model, device=device, dtype=dtype)
         self.device = device
 
     def render(self, prompt) -> tuple[list[int], str]:
         if isinstance(prompt, str):
-            return self.tokenizer(prompt).input_ids, prompt
+            return encode_prompt(self.tokenizer, prompt), prompt
         if not getattr(self.tokenizer, "chat_template", None):
             raise ConfigError("chat-message prompts need a tokenizer with a chat template; this model has none")
         text = self.tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
-        return self.tokenizer(text, add_special_tokens=False).input_ids, text
+        return encode_prompt(self.tokenizer, prompt), text
 
     def sample(self, prompts: list, s: SamplingSettings, seed: int) -> tuple[list[list[str]], list[list[int]]]:
         import torch
 
         ids = [self.render(p)[0] for p in prompts]
-        enc = self.tokenizer.pad({"input_ids": ids}, return_tensors="pt", padding=True)
         sampling = s.temperature > 0
         # Greedy decoding gives one answer per prompt: decode it once and copy it n times.
         per_prompt = s.n if sampling else 1
@@ -100,13 +167,10 @@ class TransformersSampler:
             # top_k=0: a model's generation_config often carries top_k=50; only top-p truncates here.
             kwargs.update(temperature=s.temperature, top_p=s.top_p, top_k=0)
         torch.manual_seed(seed)
-        with torch.no_grad():
-            out = self.model.generate(input_ids=enc["input_ids"].to(self.device),
-                                      attention_mask=enc["attention_mask"].to(self.device), **kwargs)
-        new = out[:, enc["input_ids"].shape[1]:]                        # (B*n, T_new)
+        new = left_padded_generate(self.model, ids, self.tokenizer.pad_token_id, **kwargs)  # B*n rows
         eos, pad = self.tokenizer.eos_token_id, self.tokenizer.pad_token_id
         texts, counts = [], []
-        for row in new.tolist():
+        for row in new:
             n_tok = len(row)
             for t, tok in enumerate(row):
                 if tok == eos or (tok == pad and pad != eos):

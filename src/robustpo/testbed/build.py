@@ -30,7 +30,9 @@ from robustpo.testbed import pairs as pairs_mod
 from robustpo.testbed import task
 
 # Code each stage depends on: editing it invalidates that stage's cache (and those after it).
-_REFERENCE_SOURCES = [Path(__file__).with_name(n) for n in ("task.py", "reference.py")]
+# The reference trains through train/sft.py on train/loop.py's run_loop: their code is part of its key.
+_REFERENCE_SOURCES = [*(Path(__file__).with_name(n) for n in ("task.py", "reference.py")),
+                      *(Path(__file__).parent.parent / "train" / n for n in ("sft.py", "loop.py"))]
 _PAIRS_SOURCES = [Path(__file__).with_name(n) for n in ("pairs.py", "build.py")]
 
 
@@ -217,10 +219,11 @@ def _build_pairs(config: TestbedConfig, reference_path: Path, root: Path, log) -
 
 
 def _sample_and_label(config: TestbedConfig, reference_path: Path, root: Path, log) -> None:
-    from robustpo.eval.sampling import load_causal_lm, sample_responses
+    from robustpo.generate.sampling import sample_responses
+    from robustpo.models import load_for_inference
 
     started = time.perf_counter()
-    model, tokenizer = load_causal_lm(reference_path)
+    model, tokenizer = load_for_inference(reference_path)
 
     extra = config.n_reference_samples + 2 if config.n_reference_samples else 0  # spares for empty samples
 

@@ -1,8 +1,8 @@
 """The testbed's reference policy: a tiny Llama trained from scratch on demonstrations.
 
 A word-level tokenizer (one word = one token, so lengths are exact and the vocabulary is a
-few dozen ids) and a plain-PyTorch SFT loop, small enough to finish in well under a minute
-on two CPU cores. The result is saved with `save_pretrained` (model + tokenizer), so the
+few dozen ids) and SFT through the training loop (`robustpo.train.sft`), small enough to
+finish in well under a minute on two CPU cores. The result is saved with `save_pretrained` (model + tokenizer), so the
 training loop and `robustpo eval` load it by path like any other model.
 """
 
@@ -15,9 +15,11 @@ from pathlib import Path
 
 import torch
 
-from robustpo.eval.sampling import encode_prompts
+from robustpo.config import TrainConfig
+from robustpo.generate.sampling import encode_prompts
 from robustpo.testbed.task import FILLERS, ITEMS, TEMPLATE_WORDS
 from robustpo.tiny import SPECIAL_TOKENS, tiny_config
+from robustpo.train.sft import sft_items, train_sft
 
 
 def build_tokenizer():
@@ -32,22 +34,6 @@ def build_tokenizer():
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
     return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", bos_token="<s>",
                                    eos_token="</s>", unk_token="<unk>")
-
-
-def _batches(examples: list[tuple[list[int], list[int]]], batch_size: int, pad_id: int,
-             generator: torch.Generator):
-    """Endless shuffled batches of (input_ids, labels, attention_mask), right padded."""
-    while True:
-        order = torch.randperm(len(examples), generator=generator).tolist()
-        for start in range(0, len(order) - batch_size + 1, batch_size):
-            rows = [examples[i] for i in order[start:start + batch_size]]
-            width = max(len(p) + len(r) for p, r in rows)
-            ids = torch.full((len(rows), width), pad_id)
-            labels = torch.full((len(rows), width), -100)
-            for b, (p, r) in enumerate(rows):
-                ids[b, :len(p) + len(r)] = torch.tensor(p + r)
-                labels[b, len(p):len(p) + len(r)] = torch.tensor(r)
-            yield ids, labels, (ids != pad_id) | (labels != -100)
 
 
 @contextlib.contextmanager
@@ -92,27 +78,23 @@ def _train_reference(prompts, demonstrations, out_dir, *, seed, steps, batch_siz
         torch.manual_seed(seed)
         model = AutoModelForCausalLM.from_config(config)
     # Same ids as robustpo.data.tokenize gives the training loop: prompt, then response + EOS.
-    responses = tokenizer(list(demonstrations), add_special_tokens=False)["input_ids"]
-    examples = [(p, r + [tokenizer.eos_token_id])
-                for p, r in zip(encode_prompts(tokenizer, prompts), responses, strict=True)]
-    generator = torch.Generator().manual_seed(seed)
+    responses = [r + [tokenizer.eos_token_id]
+                 for r in tokenizer(list(demonstrations), add_special_tokens=False)["input_ids"]]
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01, betas=(0.9, 0.98))
     warmup = max(1, steps // 20)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(
         (s + 1) / warmup, 0.5 * (1 + math.cos(math.pi * min(1.0, s / steps)))))
-    model.train()
+    # Plain shuffled batches (no length grouping), as the reference was always trained.
+    cfg = TrainConfig(seed=seed, max_steps=steps, batch_size=batch_size, max_grad_norm=1.0, group_by_length=False)
     started, losses = time.perf_counter(), []
-    batches = _batches(examples, batch_size, tokenizer.pad_token_id, generator)
-    for step, (ids, labels, attention) in zip(range(steps), batches):
-        loss = model(input_ids=ids, attention_mask=attention.long(), labels=labels).loss
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        schedule.step()
-        optimizer.zero_grad(set_to_none=True)
-        losses.append(loss.item())
-        if log_every and (step + 1) % log_every == 0:
-            log(f"  reference SFT step {step + 1}/{steps}  loss {sum(losses[-log_every:]) / log_every:.3f}")
+
+    def on_log(row):
+        losses.append(row["loss"])
+        if log_every and row["step"] % log_every == 0:
+            log(f"  reference SFT step {row['step']}/{steps}  loss {sum(losses[-log_every:]) / log_every:.3f}")
+
+    train_sft(model, sft_items(encode_prompts(tokenizer, prompts), responses), cfg=cfg,
+              pad_id=tokenizer.pad_token_id, optimizer=optimizer, scheduler=schedule, total_steps=steps, on_log=on_log)
     model.eval()
     # The model's saved generation config should not impose top-k etc. on other samplers.
     model.generation_config.do_sample = True
