@@ -12,10 +12,10 @@ from rewardtesting import reward_config, write_rows
 from robustpo.errors import ConfigError
 
 
-def train(out_dir, data, kind, epochs=6, **kw):
+def train(out_dir, data, kind, epochs=6, size=1, mode="seed", **kw):
     from robustpo.train.reward import train_reward_family
 
-    cfg = reward_config(out_dir, data, size=1, mode="seed", epochs=epochs, heldout_fraction=0.2, kind=kind, **kw)
+    cfg = reward_config(out_dir, data, size=size, mode=mode, epochs=epochs, heldout_fraction=0.2, kind=kind, **kw)
     cfg.train.batch_size, cfg.train.learning_rate = 16, 3e-3
     return train_reward_family(cfg)
 
@@ -140,7 +140,26 @@ def test_truncation_rule_is_symmetric():
 @pytest.fixture(scope="module")
 def count_model(tmp_path_factory):
     root = tmp_path_factory.mktemp("count")
-    return train(root / "pairwise", write_rows(root / "count.jsonl", count_pairs(480, seed=1)), "pairwise", epochs=5)
+    return train(root / "pairwise", write_rows(root / "count.jsonl", count_pairs(480, seed=1)), "pairwise", epochs=5,
+                 size=2, mode="bootstrap")
+
+
+def test_bootstrap_family_of_pairwise_models(count_model):
+    """Families work as for Bradley–Terry models: each member its own bootstrap draw, held-out
+    metrics per member and for the mean logit, a member alone as pairwise-family:PATH member=K."""
+    from robustpo.judges import load_judge
+
+    m = json.loads((count_model / "family.json").read_text())
+    assert m["kind"] == "pairwise" and m["mode"] == "bootstrap" and m["size"] == 2
+    rows = [json.loads((count_model / e["data"]["rows_file"]).read_text())["rows"] for e in m["members"]]
+    assert rows[0] != rows[1] and all(0.5 < e["data"]["unique_pairs"] / e["data"]["pairs"] < 0.75
+                                      for e in m["members"])
+    for e in m["members"]:
+        assert e["heldout"]["accuracy"] >= 0.85 and e["made"]["kind"] == "pairwise"
+    assert m["heldout"]["mean_of_members"]["accuracy"] >= 0.85 and "disagreement" in m["heldout"]
+    p, a, b = ["rate it:"] * 2, ["great great meh meh meh", "meh meh meh meh meh"], ["meh"] * 2
+    both, one = load_judge(f"pairwise-family:{count_model}"), load_judge(f"pairwise-family:{count_model}", member=1)
+    assert one.name.endswith("[1]") and both.compare(p, a, b) != one.compare(p, a, b)
 
 
 @pytest.mark.parametrize("strategy", ["tournament", "insertion"])
