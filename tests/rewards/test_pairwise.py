@@ -196,3 +196,26 @@ def test_rank_recovers_a_known_order(count_model, tmp_path, strategy):
     log = read_jsonl(str(out) + ".judgments.jsonl")
     assert len(log) == 2 * sum(p["meta"]["comparisons"] for p in pairs)
     assert {r["judge"] for r in log} == {f"pairwise:{count_model}"} and {r["order"] for r in log} == {"ab", "ba"}
+
+
+def test_label_with_the_pairwise_judge(count_model, tmp_path, capsys):
+    """`robustpo label --judge pairwise:PATH` swaps mislabelled pairs, logs both orders, reports truncation."""
+    import sys
+
+    sys.path.insert(0, str(__import__("pathlib").Path(__file__).parents[1] / "generate"))
+    from genhelpers import read_jsonl, run_cli, write_jsonl
+
+    rng = np.random.default_rng(4)
+    rows = [{"prompt": "rate it:", "chosen": count_response(rng, lo), "rejected": count_response(rng, hi)}
+            for lo, hi in [(0, 5), (1, 4), (5, 0)]]          # the first two mislabelled, the third right
+    src = write_jsonl(tmp_path / "pairs.jsonl", rows)
+    out = tmp_path / "labelled.jsonl"
+    assert run_cli(["label", "--judge", f"pairwise:{count_model}", "--in", src, "--out", out, "--no-progress"]) == 0
+    labelled = read_jsonl(out)
+    assert [r["meta"]["label"]["swapped"] for r in labelled] == [True, True, False]
+    assert all(r["chosen"].count(GOOD) > r["rejected"].count(GOOD) for r in labelled)
+    log = read_jsonl(str(out) + ".judgments.jsonl")
+    assert len(log) == 6 and all(r["raw"]["truncated"] is False for r in log)
+    # rows 0 and 2 hold the same two texts (all GOOD, all BAD): one comparison, in either order
+    assert 'label: judge truncation {"pairs": 2, "prompt_truncated": 0, "responses_truncated": 0}' in \
+        capsys.readouterr().err

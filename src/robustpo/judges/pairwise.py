@@ -29,14 +29,16 @@ class PairwiseJudge:
 
     @property
     def truncation(self) -> dict:
-        """Distinct comparisons encoded so far, and how many had their prompt / responses cut."""
+        """Distinct comparisons encoded so far (an order and its reverse are one), and how many had
+        their prompt / responses cut."""
         return self.family.stats.as_dict()
 
     def _logits(self, prompts, first, second) -> list[tuple[float, bool]]:
         keys = [(text_hash(p), text_hash(a), text_hash(b)) for p, a, b in zip(prompts, first, second)]
         todo: dict[tuple, int] = {}
         for i, key in enumerate(keys):
-            if key not in self._memo and key not in todo:
+            reverse = (key[0], key[2], key[1])
+            if key not in self._memo and key not in todo and reverse not in todo:   # one forward pair per comparison
                 todo[key] = i
         if todo:
             idx = list(todo.values())
