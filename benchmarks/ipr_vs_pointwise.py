@@ -22,7 +22,7 @@ Reported per pair set: gold accuracy of the labels, mean gold gap r*(chosen) −
 distinct comparisons per prompt; then DPO (and DPO + BCR, not in --quick) trained from the
 reference on each set under demo.BUDGET, and their gold win rate against the reference on
 held-out prompts of the same distribution. Means over seeds with 95% t-intervals.
-Writes OUT/results.json and OUT/results.md.
+Writes OUT/results.json, OUT/results.md and OUT/provenance.json.
 """
 
 from __future__ import annotations
@@ -34,6 +34,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+import provenance
 
 STRATEGIES = {"pointwise_rm": ("reward", "pointwise"), "ipr_tournament": ("pairwise", "tournament"),
               "ipr_insertion": ("pairwise", "insertion"), "ipr_gold": ("gold", "tournament"),
@@ -183,6 +185,7 @@ def main(argv=None) -> int:
     args.prompts, args.test_prompts = (12, 16) if args.quick else (256, 256)
     args.judge_pairs, args.judge_epochs = (128, 2) if args.quick else (1024, 4)
     args.methods = ["dpo"] if args.quick else ["dpo", "dpo_bcr"]
+    snap = provenance.snapshot()
     started = time.perf_counter()
     per_seed = {s: run_seed(args, s) for s in args.seeds}
     table, md = summarize(per_seed)
@@ -192,6 +195,7 @@ def main(argv=None) -> int:
     (out / "results.json").write_text(json.dumps({"settings": settings, "per_seed": per_seed, "summary": table,
                                                   "seconds": round(time.perf_counter() - started, 1)}, indent=1))
     (out / "results.md").write_text(f"# IPR vs pointwise (issue 14)\n{md}\n")
+    provenance.write(out, snap)
     print(md)
     return 0
 

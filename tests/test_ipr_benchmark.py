@@ -21,4 +21,4 @@ def test_ipr_vs_pointwise_quick(quick_testbed, tmp_path):
         assert sets["pointwise_rm"]["comparisons_per_prompt"] == 0
         assert 0 < sets["ipr_tournament"]["comparisons_per_prompt"] <= 2 * 8 - 3   # tournament's promise
         assert all(0 <= s["win_rate/dpo"] <= 1 for s in sets.values())
-    assert "### shifted prompts" in (out / "results.md").read_text()
+    assert "### shifted prompts" in (out / "results.md").read_text() and (out / "provenance.json").exists()
