@@ -219,3 +219,23 @@ def test_label_with_the_pairwise_judge(count_model, tmp_path, capsys):
     # rows 0 and 2 hold the same two texts (all GOOD, all BAD): one comparison, in either order
     assert 'label: judge truncation {"pairs": 2, "prompt_truncated": 0, "responses_truncated": 0}' in \
         capsys.readouterr().err
+
+
+def test_mismatched_tokenizers_in_a_pairwise_family(rps, tmp_path):
+    import shutil
+
+    from transformers import AutoTokenizer
+
+    from robustpo.judges import JudgeError, load_judge
+    from robustpo.rewards.family import member_entry, write_manifest
+
+    src = rps[0] / "members" / "member-0"
+    a, b = shutil.copytree(src, tmp_path / "a"), shutil.copytree(src, tmp_path / "b")
+    tok = AutoTokenizer.from_pretrained(b)
+    tok.add_tokens(["<other>"])
+    tok.save_pretrained(b)
+    write_manifest(tmp_path, {"kind": "pairwise", "mode": "assembled", "size": 2, "max_length": 40,
+                              "max_prompt_length": 16,
+                              "members": [member_entry(tmp_path, a, 0, "a"), member_entry(tmp_path, b, 0, "b")]})
+    with pytest.raises(JudgeError, match="mismatched tokenizers"):
+        load_judge(f"pairwise-family:{tmp_path}")
