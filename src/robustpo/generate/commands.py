@@ -83,6 +83,13 @@ def _report(summary, args, what: str) -> None:
     print(f"{what}: " + json.dumps(d), file=sys.stderr)
 
 
+def _report_truncation(judge, what: str) -> None:
+    """Judges that cut long texts by a documented rule (pairwise:) say how often they did."""
+    counts = getattr(judge, "truncation", None)
+    if counts is not None:
+        print(f"{what}: judge truncation " + json.dumps(counts), file=sys.stderr)
+
+
 def cmd_generate(args) -> int:
     from robustpo.locks import exclusive_output
     from robustpo.models import check_model_source
@@ -123,6 +130,7 @@ def _rank(args) -> int:
                         log_path=_log_path(args), overwrite=args.overwrite,
                         progress=not args.no_progress)
     _report(summary, args, "rank")
+    _report_truncation(judge, "rank")
     return 0
 
 
@@ -141,6 +149,7 @@ def _label(args) -> int:
                          chunk=args.chunk, log_path=_log_path(args),
                          overwrite=args.overwrite, progress=not args.no_progress)
     _report(summary, args, "label")
+    _report_truncation(judge, "label")
     return 0
 
 

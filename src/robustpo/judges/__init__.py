@@ -18,6 +18,10 @@ JUDGE_SPEC_HELP = """judge spec grammar:
                                              folder (robustpo reward family); P = sigmoid(r(first) - r(second)),
                                              r = the family mean or member=K; options: member, batch_size,
                                              device, max_length, dtype
+  pairwise:PATH | pairwise-family:PATH       a pairwise preference model or family (robustpo reward train,
+                                             reward.kind: pairwise) reading prompt + both responses at once;
+                                             P = sigmoid(mean logit), antisymmetric; options: member,
+                                             batch_size, device, max_length, dtype
   lm:PATH                                    a local causal LM judge reading p(A) vs p(B); options: template,
                                              labels=A,B, chat=auto|true|false, batch_size, device, max_length
   http://HOST/v1 | https://... | openai:URL  an OpenAI-compatible chat-completions endpoint; options: model,
@@ -60,6 +64,10 @@ def load_judge(spec: str, **options) -> Judge:
             member = options.pop("member", None)
             return FamilyJudge(load_family(rest, **options), member=None if member is None else int(member),
                                name=rest, kind=kind)
+        if kind in ("pairwise", "pairwise-family"):
+            from robustpo.judges.pairwise import load_pairwise_judge
+
+            return load_pairwise_judge(rest, kind, **options)
         if kind == "lm":
             from robustpo.judges.lm import LMJudge
 

@@ -154,8 +154,11 @@ def read_manifest(family_dir: Path) -> dict:
     return manifest
 
 
-def check_members(family_dir: Path, manifest: dict) -> list[Path]:
-    """The member folders, after checking each against its manifest entry. Raises FamilyError."""
+def check_members(family_dir: Path, manifest: dict, *, pairwise: bool = False) -> list[Path]:
+    """The member folders, after checking each against its manifest entry. Raises FamilyError.
+    `pairwise`: the members must be pairwise preference models (rewards/pairwise.py), else must not."""
+    from robustpo.rewards.pairwise import PAIRWISE_FILE
+
     where = Path(family_dir) / MANIFEST
     dirs, tokenizers = [], {}
     for m in manifest["members"]:
@@ -163,6 +166,11 @@ def check_members(family_dir: Path, manifest: dict) -> list[Path]:
         label = f"member '{m['name']}' ({d})"
         if not (d / "config.json").exists():
             raise FamilyError(f"{where}: {label} is missing (no model folder there)")
+        if (d / PAIRWISE_FILE).exists() != pairwise:
+            raise FamilyError(f"{where}: {label} is a pairwise preference model: it compares two responses and has "
+                              "no pointwise score; use it as the judge pairwise:PATH (robustpo rank / label)"
+                              if not pairwise else f"{where}: {label} is not a pairwise preference model (no "
+                              f"{PAIRWISE_FILE}); use a Bradley–Terry model as reward:PATH / family:PATH")
         k = model_num_labels(d)
         if not isinstance(m["head"], int) or not 0 <= m["head"] < k:
             raise FamilyError(f"{where}: {label} uses head {m['head']}, but that model has {k} output(s)")

@@ -40,8 +40,12 @@ class FamilyConfig:
     targets: list = field(default_factory=lambda: [0.2, 0.5, 0.8])    # reweight: confound-favoured shares
 
 
+KINDS = ("bradley_terry", "pairwise")   # pairwise: P(A ≻ B) from one joint reading (rewards/pairwise.py)
+
+
 @dataclass
 class RewardConfig:
+    kind: str = "bradley_terry"          # one of KINDS
     use_margin: bool = False             # subtract each row's `margin` inside the BT logistic
     center_coef: float = 0.0             # c of c·(r(w) + r(l))²
     head: str = "score"                  # score (sequence classification) | lm (scaled log-likelihood)
@@ -100,6 +104,18 @@ def check_config(cfg: RewardRunConfig) -> None:
         raise ConfigError("data.train is required (a file, a saved dataset folder or a hub id)")
     if not 0.0 <= r.heldout_fraction < 1.0:
         raise ConfigError(f"reward.heldout_fraction must lie in [0, 1), got {r.heldout_fraction}")
+    if r.kind not in KINDS:
+        raise ConfigError(f"reward.kind must be one of {', '.join(KINDS)}, got '{r.kind}'")
+    if r.kind == "pairwise":
+        if fam.mode not in ("seed", "bootstrap"):
+            raise ConfigError(f"reward.kind pairwise trains seed or bootstrap families, got reward.family.mode "
+                              f"'{fam.mode}'")
+        changed = [k for k, v in (("head", r.head != "score"), ("pooling", r.pooling != "last"),
+                                  ("confound", r.confound is not None), ("use_margin", r.use_margin),
+                                  ("center_coef", r.center_coef != 0)) if v]
+        if changed:
+            raise ConfigError(f"reward.kind pairwise reads one score at the end of the joint sequence: "
+                              f"reward.{changed[0]} applies to Bradley–Terry models only; leave it unset")
     if r.head not in HEADS:
         raise ConfigError(f"reward.head must be one of {', '.join(HEADS)}, got '{r.head}'")
     if r.pooling not in POOLINGS:

@@ -88,6 +88,37 @@ def generate_prompts(n: int, rng: np.random.Generator) -> list[str]:
     return prompts
 
 
+# Out-of-distribution prompts (a documented shift, used by benchmarks/ipr_vs_pointwise.py):
+# longer documents, more salient items, and filler words that training prompts never use.
+# Items and the gold reward are unchanged, so a shifted prompt's ideal summary is still its
+# items once each in document order; only what surrounds them moves out of distribution.
+# The testbed's word-level tokenizer (reference.py) has no ids for SHIFT_FILLERS and reads
+# them as <unk>: the reference policy, which is not retrained, has never seen them. A response
+# that copies one is scored as junk (a hallucination), like any word outside the task's words.
+SHIFT_DOC_LENGTHS = (14, 20)     # inclusive range of document words (in distribution: DOC_LENGTHS)
+SHIFT_ITEMS_PER_DOC = (5, 7)     # inclusive range of items per document (in distribution: ITEMS_PER_DOC)
+SHIFT_FILLERS = ("but", "or", "so", "at", "by", "for")
+
+
+def generate_shifted_prompts(n: int, rng: np.random.Generator) -> list[str]:
+    """`n` shifted documents (see SHIFT_*): as `generate_prompts`, from the shifted ranges and fillers."""
+    prompts = []
+    for _ in range(n):
+        length = int(rng.integers(SHIFT_DOC_LENGTHS[0], SHIFT_DOC_LENGTHS[1] + 1))
+        k = int(rng.integers(SHIFT_ITEMS_PER_DOC[0], SHIFT_ITEMS_PER_DOC[1] + 1))
+        items = rng.choice(len(ITEMS), size=k, replace=False)
+        words = [SHIFT_FILLERS[i] for i in rng.integers(0, len(SHIFT_FILLERS), size=length)]
+        for pos, item in zip(sorted(rng.choice(length, size=k, replace=False)), items):
+            words[pos] = ITEMS[item]
+        prompts.append(make_prompt(words))
+    return prompts
+
+
+def shifted_test_prompts(seed: int, n: int) -> list[str]:
+    """The shift's own held-out test prompts (a stream no other stage of the testbed draws from)."""
+    return generate_shifted_prompts(n, seeded_rng(seed, "shifted-test"))
+
+
 @dataclass(frozen=True)
 class ResponseScore:
     """The parts of the gold reward, for diagnostics and tests."""

@@ -401,6 +401,10 @@ def _train_family(cfg: RewardRunConfig, accelerator, family_dir: Path, report, t
 
     tc, fam, confound = cfg.train, cfg.reward.family, cfg.reward.confound
     start_trackers(accelerator, cfg, "robustpo-reward")
+    if cfg.reward.kind == "pairwise":   # a cross-encoder of both responses: rewards/pairwise.py
+        from robustpo.rewards.pairwise import train_pairwise_family
+
+        return train_pairwise_family(cfg, accelerator, family_dir, report, train_rows, held_rows, resume, held_report)
     accelerator.print(f"{report.summary()}; {len(train_rows)} for training, {len(held_rows)} held out")
 
     texts = lambda: (str(t) for r in train_rows for t in (r["prompt"], r["chosen"], r["rejected"]))  # noqa: E731
