@@ -54,9 +54,10 @@ def prompts_for(dist: str, seed: int, n: int, stream: str) -> list[str]:
 
 
 def sample_completions(reference, prompts: list[str], n: int, seed: int, max_new_tokens: int) -> list[dict]:
-    from robustpo.eval.sampling import load_causal_lm, sample_responses
+    from robustpo.generate.sampling import sample_responses
+    from robustpo.models import load_for_inference
 
-    model, tokenizer = load_causal_lm(reference)
+    model, tokenizer = load_for_inference(reference)
     texts = [s.text for s in sample_responses(model, tokenizer, prompts, n=n, max_new_tokens=max_new_tokens,
                                               seed=seed, batch_size=256)]
     return [{"prompt": p, "completions": texts[i * n:(i + 1) * n]} for i, p in enumerate(prompts)]
