@@ -74,14 +74,19 @@ def document_items(prompt: str) -> list[str]:
 _ITEM_SET, _FILLER_SET = frozenset(ITEMS), frozenset(FILLERS)
 
 
-def generate_prompts(n: int, rng: np.random.Generator) -> list[str]:
-    """`n` documents: distinct items at random positions among filler words."""
+def generate_prompts(n: int, rng: np.random.Generator, *, lengths=None, items_per_doc=None,
+                     fillers=None) -> list[str]:
+    """`n` documents: distinct items at random positions among filler words (by default the
+    in-distribution DOC_LENGTHS, ITEMS_PER_DOC and FILLERS; `generate_shifted_prompts` passes
+    the shift's)."""
+    lengths, items_per_doc = lengths or DOC_LENGTHS, items_per_doc or ITEMS_PER_DOC
+    fillers = fillers or FILLERS
     prompts = []
     for _ in range(n):
-        length = int(rng.integers(DOC_LENGTHS[0], DOC_LENGTHS[1] + 1))
-        k = int(rng.integers(ITEMS_PER_DOC[0], ITEMS_PER_DOC[1] + 1))
+        length = int(rng.integers(lengths[0], lengths[1] + 1))
+        k = int(rng.integers(items_per_doc[0], items_per_doc[1] + 1))
         items = rng.choice(len(ITEMS), size=k, replace=False)
-        words = [FILLERS[i] for i in rng.integers(0, len(FILLERS), size=length)]
+        words = [fillers[i] for i in rng.integers(0, len(fillers), size=length)]
         for pos, item in zip(sorted(rng.choice(length, size=k, replace=False)), items):
             words[pos] = ITEMS[item]
         prompts.append(make_prompt(words))
@@ -102,16 +107,8 @@ SHIFT_FILLERS = ("but", "or", "so", "at", "by", "for")
 
 def generate_shifted_prompts(n: int, rng: np.random.Generator) -> list[str]:
     """`n` shifted documents (see SHIFT_*): as `generate_prompts`, from the shifted ranges and fillers."""
-    prompts = []
-    for _ in range(n):
-        length = int(rng.integers(SHIFT_DOC_LENGTHS[0], SHIFT_DOC_LENGTHS[1] + 1))
-        k = int(rng.integers(SHIFT_ITEMS_PER_DOC[0], SHIFT_ITEMS_PER_DOC[1] + 1))
-        items = rng.choice(len(ITEMS), size=k, replace=False)
-        words = [SHIFT_FILLERS[i] for i in rng.integers(0, len(SHIFT_FILLERS), size=length)]
-        for pos, item in zip(sorted(rng.choice(length, size=k, replace=False)), items):
-            words[pos] = ITEMS[item]
-        prompts.append(make_prompt(words))
-    return prompts
+    return generate_prompts(n, rng, lengths=SHIFT_DOC_LENGTHS, items_per_doc=SHIFT_ITEMS_PER_DOC,
+                            fillers=SHIFT_FILLERS)
 
 
 def shifted_test_prompts(seed: int, n: int) -> list[str]:
