@@ -45,7 +45,9 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-HH = ROOT.parent / "shared" / "data" / "hh-rlhf-harmless-base-test.jsonl.gz"
+# The real HH-RLHF file is read where the workplace keeps it (its README: not to be committed
+# into the project); ROBUSTPO_HH_DATA or --data points elsewhere, as for the tests.
+HH = Path(os.environ.get("ROBUSTPO_HH_DATA", ROOT.parent / "shared" / "data" / "hh-rlhf-harmless-base-test.jsonl.gz"))
 PRESETS = {
     "cpu": dict(hidden_size=256, num_layers=4, num_heads=4, vocab=4096, dtype="float32"),
     "gpu": dict(hidden_size=1024, num_layers=24, num_heads=16, vocab=32000, dtype="bfloat16"),
@@ -272,6 +274,9 @@ def main(argv=None) -> int:
     args.preset = args.preset or ("gpu" if args.device == "cuda" else "cpu")
     if args.quick:
         args.warmup, args.steps = 2, 3
+    if not Path(args.data).exists():
+        ap.error(f"--data {args.data}: no such file; this benchmark measures real HH-RLHF pairs "
+                 "(hh-rlhf-harmless-base-test.jsonl.gz): pass --data PATH or set ROBUSTPO_HH_DATA")
     if args.row:
         row_main(args)
         return 0

@@ -26,3 +26,14 @@ def test_speed_benchmark_quick_json(tmp_path):
     losses = result["first_step_loss"]
     assert losses["robustpo"] == pytest.approx(losses["trl"], abs=1e-4)
     assert "| robustpo |" in proc.stdout
+
+
+def test_speed_benchmark_without_its_data_stops_at_once_naming_it(tmp_path):
+    """A clone with no ../shared beside it: the benchmark refuses before any work (exit 2,
+    argparse's usage error) and says how to point it at the file."""
+    missing = tmp_path / "nowhere.jsonl.gz"
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "speed.py"), "--quick", "--data", str(missing)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert f"--data {missing}: no such file" in proc.stderr and "ROBUSTPO_HH_DATA" in proc.stderr
+    assert proc.stdout == ""
