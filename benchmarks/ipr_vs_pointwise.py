@@ -22,7 +22,8 @@ Reported per pair set: gold accuracy of the labels, mean gold gap r*(chosen) −
 distinct comparisons per prompt; then DPO (and DPO + BCR, not in --quick) trained from the
 reference on each set under demo.BUDGET, and their gold win rate against the reference on
 held-out prompts of the same distribution. Means over seeds with 95% t-intervals.
-Writes OUT/results.json, OUT/results.md and OUT/provenance.json.
+Writes OUT/results.json, OUT/results.md (with the judges' held-out accuracy and each IPR set's
+gain over pointwise_rm paired by seed), OUT/gold_accuracy.png and OUT/provenance.json.
 """
 
 from __future__ import annotations
@@ -174,6 +175,58 @@ def summarize(per_seed: dict) -> tuple[dict, str]:
     return table, "\n".join(lines)
 
 
+def precondition_and_gains(per_seed: dict) -> str:
+    """The judges' own held-out accuracy (the claim's precondition: a pairwise judge that
+    compares better than a scorer), and each IPR set's gain over pointwise_rm paired by seed."""
+    seeds = list(per_seed)
+    lines = [f"\n### The judges on their held-out gold-labelled pairs ({len(seeds)} seed(s); mean ± 95% t-interval)\n",
+             "| judge | accuracy | per seed |", "|---|---|---|"]
+    for judge in per_seed[seeds[0]]["judges"]:
+        acc = [per_seed[s]["judges"][judge]["accuracy"] for s in seeds]
+        m, h = interval(acc)
+        lines.append(f"| {judge} | {m:.3f} ± {h:.3f} | {' / '.join(f'{a:.3f}' for a in acc)} |")
+    for dist, sets in per_seed[seeds[0]]["distributions"].items():
+        keys = [k for k in next(iter(sets.values())) if k == "gold_accuracy" or k.startswith("win_rate/")]
+        lines += [f"\n### {dist} prompts: gain over pointwise_rm, paired by seed (mean ± 95% t-interval)\n",
+                  "| pair set | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
+        for name in sets:
+            if name == "pointwise_rm":
+                continue
+            cells = [interval([per_seed[s]["distributions"][dist][name][k] -
+                               per_seed[s]["distributions"][dist]["pointwise_rm"][k] for s in seeds]) for k in keys]
+            lines.append(f"| {name} | " + " | ".join(f"{m:+.3f} ± {h:.3f}" for m, h in cells) + " |")
+    return "\n".join(lines)
+
+
+def figure(per_seed: dict, path: Path) -> None:
+    """Gold accuracy of each pair set's labels, in and out of distribution: bars are the mean
+    over seeds, dots the seeds."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    seeds = list(per_seed)
+    dists = list(per_seed[seeds[0]]["distributions"])
+    names = list(per_seed[seeds[0]]["distributions"][dists[0]])
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    width = 0.8 / len(dists)
+    for i, dist in enumerate(dists):
+        xs = np.arange(len(names)) + (i - (len(dists) - 1) / 2) * width
+        vals = [[per_seed[s]["distributions"][dist][n]["gold_accuracy"] for s in seeds] for n in names]
+        ax.bar(xs, [np.mean(v) for v in vals], width, label=f"{dist} prompts", alpha=0.7)
+        for x, v in zip(xs, vals):
+            ax.plot([x] * len(v), v, "k.", ms=4)
+    ax.set_xticks(np.arange(len(names)), names, rotation=15)
+    ax.set_ylabel("gold accuracy of the pair labels")
+    ax.axhline(0.5, color="grey", lw=0.8, ls=":")
+    ax.legend()
+    ax.set_title(f"pair sets by strategy ({len(seeds)} seeds)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="1 seed, quick testbed, small sets, DPO only")
@@ -195,7 +248,9 @@ def main(argv=None) -> int:
     settings = {k: v for k, v in vars(args).items()}
     (out / "results.json").write_text(json.dumps({"settings": settings, "per_seed": per_seed, "summary": table,
                                                   "seconds": round(time.perf_counter() - started, 1)}, indent=1))
-    (out / "results.md").write_text(f"# IPR vs pointwise (issue 14)\n{md}\n")
+    md += "\n" + precondition_and_gains(per_seed)
+    (out / "results.md").write_text(f"# IPR vs pointwise (issue 14)\n{md}\n\n![gold accuracy of the pair labels](gold_accuracy.png)\n")
+    figure(per_seed, out / "gold_accuracy.png")
     provenance.write(out, snap)
     print(md)
     return 0

@@ -14,7 +14,7 @@ import grid_plan  # noqa: E402
 import provenance  # noqa: E402
 
 RESULTS = ["benchmarks/results/robustness_grid", "benchmarks/results/reward_model_search",
-           "benchmarks/results/span_scale", "benchmarks/results/judge_load"]
+           "benchmarks/results/span_scale", "benchmarks/results/judge_load", "benchmarks/results/ipr_vs_pointwise"]
 
 
 def read_csv(path):
