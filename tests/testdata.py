@@ -77,3 +77,22 @@ def flat_leaves(tree, prefix=""):
             yield from flat_leaves(v, f"{prefix}{k}.")
     else:
         yield prefix[:-1], tree
+
+
+def train_in_one_and_two_processes(recipe_one, recipe_two):
+    """`robustpo train` on `recipe_one` in one process and on `recipe_two` under torchrun with
+    2 CPU processes (gloo); returns both CompletedProcess results, each checked to have passed."""
+    import subprocess
+    import sys
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1"}
+    torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
+    one = subprocess.run([sys.executable, "-m", "robustpo.cli", "train", str(recipe_one)],
+                         env=env, capture_output=True, text=True)
+    assert one.returncode == 0, one.stderr[-3000:]
+    # c10d rendezvous on port 0: torchrun picks a free port (a static --master_port 0 hangs).
+    two = subprocess.run([torchrun, "--nproc_per_node", "2", "--rdzv-backend", "c10d", "--rdzv-endpoint", "localhost:0",
+                          "-m", "robustpo.cli", "train", str(recipe_two)],
+                         env=env, capture_output=True, text=True, timeout=300)
+    assert two.returncode == 0, two.stderr[-3000:]
+    return one, two

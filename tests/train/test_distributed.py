@@ -1,18 +1,13 @@
 """Two real processes (torchrun, gloo on CPU) give the single-process result for the same global batch."""
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 import torch
 import yaml
 from safetensors.torch import load_file
 
-from testdata import TINY_PAIRS
-
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1"}
+from testdata import TINY_PAIRS, train_in_one_and_two_processes
 
 
 def recipe(tmp_path, name, batch_size):
@@ -31,15 +26,7 @@ def test_two_processes_equal_one(tmp_path):
     (length grouping and data order depend on the global batch only): the per-step loss
     and gradient norm agree, and so do the final weights (float noise of the all-reduce:
     a tolerance of 1e-5 on weights after 4 AdamW steps at lr 1e-3)."""
-    torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
-    one = subprocess.run([sys.executable, "-m", "robustpo.cli", "train", str(recipe(tmp_path, "one", 4))],
-                         env=ENV, capture_output=True, text=True)
-    assert one.returncode == 0, one.stderr[-3000:]
-    # c10d rendezvous on port 0: torchrun picks a free port (a static --master_port 0 hangs).
-    two = subprocess.run([torchrun, "--nproc_per_node", "2", "--rdzv-backend", "c10d", "--rdzv-endpoint", "localhost:0",
-                          "-m", "robustpo.cli", "train", str(recipe(tmp_path, "two", 2))],
-                         env=ENV, capture_output=True, text=True, timeout=300)
-    assert two.returncode == 0, two.stderr[-3000:]
+    _, two = train_in_one_and_two_processes(recipe(tmp_path, "one", 4), recipe(tmp_path, "two", 2))
     assert "2 processes (MULTI_CPU); global batch 4 pairs per step" in two.stdout
 
     rows = [[json.loads(x) for x in (tmp_path / n / "metrics.jsonl").read_text().splitlines()] for n in ("one", "two")]

@@ -2,16 +2,11 @@
 eval pairs, and the gathered metrics equal the single-process ones."""
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 import yaml
 
-from testdata import TINY_PAIRS
-
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1"}
+from testdata import TINY_PAIRS, train_in_one_and_two_processes
 
 
 def recipe(tmp_path, name, batch_size):
@@ -30,14 +25,7 @@ def recipe(tmp_path, name, batch_size):
 
 
 def test_two_processes_evaluate_like_one(tmp_path):
-    torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
-    one = subprocess.run([sys.executable, "-m", "robustpo.cli", "train", str(recipe(tmp_path, "one", 4))],
-                         env=ENV, capture_output=True, text=True)
-    assert one.returncode == 0, one.stderr[-3000:]
-    two = subprocess.run([torchrun, "--nproc_per_node", "2", "--rdzv-backend", "c10d", "--rdzv-endpoint", "localhost:0",
-                          "-m", "robustpo.cli", "train", str(recipe(tmp_path, "two", 2))],
-                         env=ENV, capture_output=True, text=True, timeout=300)
-    assert two.returncode == 0, two.stderr[-3000:]
+    train_in_one_and_two_processes(recipe(tmp_path, "one", 4), recipe(tmp_path, "two", 2))
     evals = [[r for r in map(json.loads, (tmp_path / n / "metrics.jsonl").read_text().splitlines())
               if "eval/loss" in r] for n in ("one", "two")]
     assert [r["step"] for r in evals[1]] == [2, 4]

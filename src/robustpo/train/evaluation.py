@@ -106,8 +106,8 @@ class Evaluator:
     def improved(self, value: float) -> bool:
         if self.best is None:
             return math.isfinite(value)
-        better = value > self.best["value"] if self.save_best.mode == "max" else value < self.best["value"]
-        return better   # strictly: a tie keeps the earlier checkpoint
+        # strictly: a tie keeps the earlier checkpoint
+        return value > self.best["value"] if self.save_best.mode == "max" else value < self.best["value"]
 
     def logged(self, model, row: dict) -> None:
         """After the row is in metrics.jsonl: keep best/ (and best.json) when the metric improved."""
