@@ -95,10 +95,9 @@ def reward_eval(family, data, *, batch_size: int = 32, device: str = "cpu", drop
     rows read and dropped."""
     from robustpo.data.schema import load_preferences
     from robustpo.rewards.evaluate import evaluate_family
-    from robustpo.rewards.family import load_family
 
     rows, report = load_preferences(str(data), drop_empty=drop_empty)
-    metrics = evaluate_family(load_family(family, batch_size=batch_size, device=device), rows)
+    metrics = evaluate_family(family, rows, batch_size=batch_size, device=device)   # Bradley–Terry or pairwise
     return {**metrics, "data_report": report.summary()}
 
 

@@ -170,8 +170,13 @@ def preference_card(cfg, run_dir: Path, report, saved: str = "final") -> str:
 
 
 def reward_objective(cfg, plan) -> str:
-    """Bradley–Terry as this member was trained: its margin, confound, centering and penalty terms."""
+    """The objective as this member was trained: for Bradley–Terry its margin, confound, centering
+    and penalty terms; for a pairwise model (rewards/pairwise.py) the both-orders loss."""
     r, confound = cfg.reward, cfg.reward.confound
+    if r.kind == "pairwise":
+        return ("Pairwise preference (a cross-encoder of both responses): `P(A ≻ B | x) = σ(f(x, A, B) − f(x, B, A))`, "
+                "loss `−log P(w ≻ l | x)`; f reads both orders of every pair in every step, so "
+                "P(A ≻ B) + P(B ≻ A) = 1 by construction.")
     logit = "r(x, w) − r(x, l)" + (" + b·(φ(w) − φ(l))" if plan.debias else "") + (" − m" if r.use_margin else "")
     loss = f"−log σ({logit})" + (" + c·(r(x, w) + r(x, l))²" if r.center_coef else "")
     if confound is not None and confound.decorrelate and plan.role != "slope-probe":
@@ -207,7 +212,14 @@ def reward_card(cfg, plan, summary: dict, rows: dict, entries: list[dict] | None
         results += "\n\nFamily members in this folder (family.json), with held-out metrics where measured:\n\n" + table(
             ["member", "head", "confound_coef", "held-out"],
             [[f"`{e['name']}`", e["head"], value(e.get("confound_coef")), value(e.get("heldout"))] for e in entries])
-    model = model_section(cfg) + f"\n- reward head: `{r.head}`, pooling `{r.pooling}`, {plan.num_labels} head(s)"
+    if r.kind == "pairwise":
+        from robustpo.rewards.pairwise import PAIRWISE_FILE, TEMPLATE
+
+        model = model_section(cfg) + (f"\n- one sequence per ordered pair, `{TEMPLATE}` (max length "
+                                      f"{cfg.data.max_length}, prompt {cfg.data.max_prompt_length}); f(x, A, B) is the "
+                                      f"one-output score head at the last position; `{PAIRWISE_FILE}` records this")
+    else:
+        model = model_section(cfg) + f"\n- reward head: `{r.head}`, pooling `{r.pooling}`, {plan.num_labels} head(s)"
     sections = [
         ("Model", model), ("Data", data),
         ("Objective", reward_objective(cfg, plan) + "\n\n" + table(["hyperparameter", "value"], hparams)),
@@ -216,8 +228,10 @@ def reward_card(cfg, plan, summary: dict, rows: dict, entries: list[dict] | None
          + f"\n\nThis trains the whole family (reward.family.mode `{r.family.mode}`); this model is "
            f"members/{plan.name}.")]
     front = front_matter(cfg, pipeline_tag="text-classification",
-                         tags=["reward-model", "bradley-terry", f"family-{r.family.mode}"])
-    return render(front, f"{Path(out).name}/members/{plan.name}: a reward model trained by robustpo", sections)
+                         tags=["reward-model", "pairwise-preference" if r.kind == "pairwise" else "bradley-terry",
+                               f"family-{r.family.mode}"])
+    what = "a pairwise preference model" if r.kind == "pairwise" else "a reward model"
+    return render(front, f"{Path(out).name}/members/{plan.name}: {what} trained by robustpo", sections)
 
 
 def write_card(folder: Path, text: str) -> None:

@@ -239,3 +239,39 @@ def test_mismatched_tokenizers_in_a_pairwise_family(rps, tmp_path):
                               "members": [member_entry(tmp_path, a, 0, "a"), member_entry(tmp_path, b, 0, "b")]})
     with pytest.raises(JudgeError, match="mismatched tokenizers"):
         load_judge(f"pairwise-family:{tmp_path}")
+
+
+def test_member_cards_name_the_pairwise_objective_and_metrics(count_model):
+    """Each member's README.md (model card) is a pairwise card: its tag, its both-orders
+    objective, and the held-out accuracy family.json records for it, as a JSON cell."""
+    m = json.loads((count_model / "family.json").read_text())
+    for e in m["members"]:
+        card = (count_model / e["path"] / "README.md").read_text()
+        assert "pairwise-preference" in card and "bradley-terry" not in card
+        assert "σ(f(x, A, B) − f(x, B, A))" in card and "a pairwise preference model trained by robustpo" in card
+        assert json.dumps(e["heldout"]) in card
+
+
+def test_assembled_pairwise_family_matches_the_trained_one(count_model, rps, tmp_path):
+    """`reward family` on the two member folders rebuilds the family: the same logits (the same
+    weights), and `reward eval` measures it like any family; mixing kinds is refused."""
+    import sys
+
+    sys.path.insert(0, str(__import__("pathlib").Path(__file__).parents[1] / "generate"))
+    from genhelpers import run_cli
+
+    from robustpo.rewards.family import FamilyError, assemble_family
+    from robustpo.rewards.pairwise import PairwiseFamily
+
+    members = [str(count_model / "members" / n) for n in ("member-0", "member-1")]
+    out = tmp_path / "assembled"
+    assert run_cli(["reward", "family", "--members", *members, "--out", out, "--heldout",
+                    write_rows(tmp_path / "held.jsonl", count_pairs(60, seed=9))]) == 0
+    m = json.loads((out / "family.json").read_text())
+    assert m["kind"] == "pairwise" and m["mode"] == "assembled" and m["size"] == 2
+    assert m["heldout"]["mean_of_members"]["accuracy"] >= 0.85
+    p, a, b = ["rate it:"] * 2, ["great great meh meh meh", "meh meh meh meh meh"], ["meh", "great meh"]
+    assert torch.equal(PairwiseFamily(out).logits(p, a, b), PairwiseFamily(count_model).logits(p, a, b))
+    with pytest.raises(FamilyError, match="cannot assemble Bradley–Terry and pairwise"):
+        assemble_family([members[0], rps[1] / "members" / "member-0"], tmp_path / "mixed")
+    assert not (tmp_path / "mixed").exists()

@@ -42,9 +42,14 @@ def evaluate_family(family, rows: list[dict], *, batch_size: int = 32, bins: int
                     confound: str | None = None) -> dict:
     """family: a loaded family or a folder. Returns `objective.family_metrics` (members, mean,
     disagreement), each member's `confound_corr` = corr(Δr_k, Δφ) and, where it was fitted, its
-    `confound_coef_fitted` b̂. `confound`: the feature φ (default: the family's own, else length)."""
+    `confound_coef_fitted` b̂. `confound`: the feature φ (default: the family's own, else length).
+    A pairwise family (a folder, rewards/pairwise.py) gets the same accuracy, ECE and Brier from
+    its logit(x, chosen, rejected); it has no per-response reward, so no confound correlation."""
     from robustpo.rewards.family import load_family
+    from robustpo.rewards.pairwise import PairwiseFamily, is_pairwise_folder, pairwise_metrics
 
+    if not hasattr(family, "score") and is_pairwise_folder(family):
+        return pairwise_metrics(PairwiseFamily(family, batch_size=batch_size, device=device), rows, bins)
     if not hasattr(family, "score"):
         family = load_family(family, batch_size=batch_size, device=device)
     metrics = family_metrics(pair_deltas(family, rows), family.names, bins, confound_deltas(family, rows, confound))

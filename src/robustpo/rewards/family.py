@@ -350,16 +350,29 @@ def assemble_family(member_dirs: list, out_dir, *, copy: bool = False, max_lengt
 
     Each item is a reward-model folder (all its output columns become members) or a family
     folder (its members, in order). With `copy`, member folders are copied under
-    OUT/members/; otherwise the manifest points at them where they are.
+    OUT/members/; otherwise the manifest points at them where they are. Pairwise models
+    (rewards/pairwise.py) assemble the same way into a pairwise family; the kinds never mix.
     """
     import shutil
 
+    from robustpo.rewards.pairwise import PAIRWISE_FILE, TEMPLATE, is_pairwise_folder
+
     out_dir = Path(out_dir)
+    # Pairwise models (rewards/pairwise.py) assemble into a pairwise family; the two kinds never mix.
+    kinds = {Path(src): is_pairwise_folder(src) for src in member_dirs}
+    pairwise = any(kinds.values())
+    if pairwise and not all(kinds.values()):
+        raise FamilyError("cannot assemble Bradley–Terry and pairwise models into one family (pairwise: "
+                          + ", ".join(str(k) for k, v in kinds.items() if v) + "; Bradley–Terry: "
+                          + ", ".join(str(k) for k, v in kinds.items() if not v) + ")")
     out_dir.mkdir(parents=True, exist_ok=True)
     found, lengths = [], []   # (name, folder, manifest entry, source) of every member, in order
     for src in map(Path, member_dirs):
         manifest = read_manifest(src)
-        dirs = check_members(src, manifest)
+        dirs = check_members(src, manifest, pairwise=pairwise)
+        if pairwise and not (src / MANIFEST).exists():   # one saved pairwise model: its limits are in its spec
+            manifest = {**manifest, **{k: v for k, v in json.loads((src / PAIRWISE_FILE).read_text()).items()
+                                       if k in ("max_length", "max_prompt_length")}}
         lengths.append((manifest.get("max_length"), manifest.get("max_prompt_length")))
         for m, d in zip(manifest["members"], dirs):
             found.append((m["name"] if manifest.get("mode") != "single" else src.name, d, m, src))
@@ -375,13 +388,13 @@ def assemble_family(member_dirs: list, out_dir, *, copy: bool = False, max_lengt
                                 **{k: v for k, v in m.items() if k not in ("name", "path", "head", "tokenizer",
                                                                               "weights")})
                    for name, d, m, src in named]
-        return {"mode": "assembled", "size": len(members),
-                "max_length": max_length or (known[0][0] if known else 512),
+        return {**({"kind": "pairwise", "template": TEMPLATE} if pairwise else {}), "mode": "assembled",
+                "size": len(members), "max_length": max_length or (known[0][0] if known else 512),
                 "max_prompt_length": max_prompt_length or (known[0][1] if known else 256), "members": members}
 
     folders = {str(d): d for _, d, _, _ in named}
     manifest = manifest_for(folders)
-    check_members(out_dir, manifest)  # mismatched tokenizers fail here, before anything is copied or written
+    check_members(out_dir, manifest, pairwise=pairwise)  # mismatched tokenizers fail here, before any copy or write
     if copy:  # one copy per model folder (the heads of a multi-head model share theirs)
         for name, d, _, _ in named:
             if folders[str(d)] == d:

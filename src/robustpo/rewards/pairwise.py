@@ -276,13 +276,15 @@ def spec_json(max_length: int, max_prompt_length: int) -> dict:
 
 
 def train_pairwise_family(cfg, accelerator, family_dir: Path, report, train_rows, held_rows, resume: bool,
-                          held_report=None) -> Path:
-    """train/reward.py's `_train_family` for `reward.kind: pairwise` (members: seed | bootstrap)."""
+                          card_rows: dict) -> Path:
+    """train/reward.py's `_train_family` for `reward.kind: pairwise` (members: seed | bootstrap).
+    `card_rows`: the data's row counts for the model cards (robustpo.model_card.data_section)."""
     import time
 
     from accelerate.utils import set_seed
 
     from robustpo.data.io import atomic_dir, write_json_atomic
+    from robustpo.model_card import reward_card, write_card
     from robustpo.models import load_tokenizer, save_final
     from robustpo.rewards.family import member_entry, quiet_transformers, write_manifest
     from robustpo.rewards.plan import plan_members
@@ -330,6 +332,7 @@ def train_pairwise_family(cfg, accelerator, family_dir: Path, report, train_rows
                 with atomic_dir(out_dir) as tmp, quiet_transformers():
                     save_final(trained.model, tokenizer, tmp)
                     write_json_atomic(tmp / PAIRWISE_FILE, spec_json(d.max_length, d.max_prompt_length))
+                    write_card(tmp, reward_card(cfg, plan, summary, card_rows))   # refreshed below, with metrics
                 write_json_atomic(done, summary)
             accelerator.wait_for_everyone()
             accelerator.free_memory()
@@ -338,9 +341,9 @@ def train_pairwise_family(cfg, accelerator, family_dir: Path, report, train_rows
                 "base_model": cfg.model.name_or_path, "final_train_metrics": summary["final_train_metrics"]}
         data = {"source": d.train, **{k: v for k, v in plan.data.items() if k != "rows"},
                 "rows_file": f"runs/{plan.name}/data_rows.json"}
-        members.append((out_dir, made, data))
+        members.append((plan, out_dir, made, data, summary))
     if accelerator.is_main_process:
-        entries = [member_entry(family_dir, o, 0, o.name, made=m, data=dt) for o, m, dt in members]
+        entries = [member_entry(family_dir, o, 0, o.name, made=m, data=dt) for _, o, m, dt, _ in members]
         manifest = {"kind": "pairwise", "mode": cfg.reward.family.mode, "size": len(entries),
                     "max_length": d.max_length, "max_prompt_length": d.max_prompt_length, "template": TEMPLATE,
                     "train_data": report.summary(), "truncation": truncation, "members": entries}
@@ -354,6 +357,8 @@ def train_pairwise_family(cfg, accelerator, family_dir: Path, report, train_rows
             manifest["heldout"] = {"source": source, "truncation": fam.stats.as_dict(),
                                    **{k: v for k, v in metrics.items() if k != "members"}}
             write_manifest(family_dir, manifest)
+        for (plan, out_dir, _, _, summary), entry in zip(members, entries):   # each card, now with its metrics
+            write_card(out_dir, reward_card(cfg, plan, summary, card_rows, [entry]))
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return family_dir

@@ -401,10 +401,14 @@ def _train_family(cfg: RewardRunConfig, accelerator, family_dir: Path, report, t
 
     tc, fam, confound = cfg.train, cfg.reward.family, cfg.reward.confound
     start_trackers(accelerator, cfg, "robustpo-reward")
+    card_rows = {"data.train": (report.rows_read, f"{len(train_rows)} pairs for training"
+                                + ("" if held_report else f", {len(held_rows)} held out"))}
+    if held_report is not None:
+        card_rows["reward.heldout"] = (held_report.rows_read, f"{len(held_rows)} pairs held out")
     if cfg.reward.kind == "pairwise":   # a cross-encoder of both responses: rewards/pairwise.py
         from robustpo.rewards.pairwise import train_pairwise_family
 
-        return train_pairwise_family(cfg, accelerator, family_dir, report, train_rows, held_rows, resume, held_report)
+        return train_pairwise_family(cfg, accelerator, family_dir, report, train_rows, held_rows, resume, card_rows)
     accelerator.print(f"{report.summary()}; {len(train_rows)} for training, {len(held_rows)} held out")
 
     texts = lambda: (str(t) for r in train_rows for t in (r["prompt"], r["chosen"], r["rejected"]))  # noqa: E731
@@ -416,10 +420,6 @@ def _train_family(cfg: RewardRunConfig, accelerator, family_dir: Path, report, t
     confound_stats = attach_confound(items, train_rows, confound.feature, cfg.data.train) if confound else None
 
     plans = plan_members(items, cfg, cfg.data.train)   # a reweight set no weighting can fix fails here
-    card_rows = {"data.train": (report.rows_read, f"{len(train_rows)} pairs for training"
-                                + ("" if held_report else f", {len(held_rows)} held out"))}
-    if held_report is not None:
-        card_rows["reward.heldout"] = (held_report.rows_read, f"{len(held_rows)} pairs held out")
     summaries = {}
     for plan in plans:
         done = family_dir / "runs" / plan.name / "summary.json"
