@@ -105,7 +105,7 @@ def test_wrong_format_scoring_rows_fail_before_anything_is_written(bootstrap_fam
     out = tmp_path / "scored.jsonl"
     with pytest.raises(DataError, match=r"bad.jsonl.*row 4.*field 'rejected'"):
         score_dataset(bootstrap_family, bad, out, progress=False)
-    assert not out.exists() and not (tmp_path / "scored.jsonl.partial").exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["bad.jsonl"]        # no OUT, raw, partial or meta file
     rows[3]["rejected"] = 17
     write_rows(bad, rows)
     assert main(["reward", "score", "--family", str(bootstrap_family), "--data", str(bad), "--out", str(out)]) == 2

@@ -29,7 +29,7 @@ def test_scored_rows_carry_k_rewards_in_member_order(bootstrap_family, synthetic
         assert rows[i]["chosen_rewards"] == pytest.approx(direct[i].tolist(), abs=1e-5)
     canonical, report = load_preferences(str(out))      # what `robustpo train` reads
     assert report.num_members == 3 and len(canonical) == 240
-    assert not (tmp_path / "scored.jsonl.partial").exists()
+    assert not (tmp_path / "scored.jsonl.raw").exists()
     meta = json.loads((tmp_path / "scored.jsonl.meta.json").read_text())
     assert meta["members"] == ["member-0", "member-1", "member-2"] and meta["stats"] is None
     # A rerun of a finished job changes nothing.
@@ -69,10 +69,10 @@ def test_interrupted_scoring_resumes_without_rescoring(bootstrap_family, synthet
     out = tmp_path / "scored.jsonl"
     with pytest.raises(Interrupted):
         score_dataset(StopsAfter(family, 3), synthetic_path, out, batch_size=8, progress=False)
-    partial = tmp_path / "scored.jsonl.partial"
+    raw = tmp_path / "scored.jsonl.raw"
     assert not out.exists()
-    assert len(partial.read_text().splitlines()) == 1 + 3 * 8        # header + 3 batches of 8 rows
-    with open(partial, "a") as f:
+    assert len(raw.read_text().splitlines()) == 1 + 3 * 8        # header + 3 batches of 8 rows
+    with open(raw, "a") as f:
         f.write('{"row": 24, "chosen": [0.1, ')                      # a torn last line, as from a kill
     resumed = StopsAfter(family, 10**6)
     result = score_dataset(resumed, synthetic_path, out, batch_size=8, progress=False)
@@ -85,6 +85,34 @@ def test_interrupted_scoring_resumes_without_rescoring(bootstrap_family, synthet
         assert a["rejected_rewards"] == pytest.approx(b["rejected_rewards"], abs=1e-5)
 
 
+def test_a_run_killed_while_finishing_finishes_on_rerun(bootstrap_family, synthetic_path, tmp_path, monkeypatch):
+    """Killed after OUT.partial holds every row but before the rename to OUT: no OUT (nothing
+    partial looks complete), the raw rewards are kept, and the rerun scores nothing and writes
+    the same OUT as an uninterrupted run. Killed after OUT appeared but before the raw files
+    were removed: the rerun sees a finished OUT and removes them."""
+    from robustpo.data.io import PartialOutput
+
+    out = tmp_path / "scored.jsonl"
+    real_complete = PartialOutput.complete
+
+    def dies(self):
+        raise Interrupted("killed")
+
+    monkeypatch.setattr(PartialOutput, "complete", dies)
+    with pytest.raises(Interrupted):
+        score_dataset(bootstrap_family, synthetic_path, out, progress=False)
+    assert not out.exists() and (tmp_path / "scored.jsonl.partial").exists() and (tmp_path / "scored.jsonl.raw").exists()
+    monkeypatch.setattr(PartialOutput, "complete", real_complete)
+    again = score_dataset(bootstrap_family, synthetic_path, out, progress=False)
+    assert again.scored_now == 0 and not (tmp_path / "scored.jsonl.partial").exists()
+    once = score_dataset(bootstrap_family, synthetic_path, tmp_path / "once.jsonl", progress=False)
+    assert out.read_text() == once.out_path.read_text()
+
+    (tmp_path / "scored.jsonl.raw").write_text('{"fingerprint": "left behind"}\n')
+    assert score_dataset(bootstrap_family, synthetic_path, out, progress=False).scored_now == 0
+    assert not (tmp_path / "scored.jsonl.raw").exists()
+
+
 def test_sigkilled_score_command_resumes(bootstrap_family, tmp_path):
     """`robustpo reward score` killed with SIGKILL mid-run: the rerun finishes the rest only."""
     data = write_rows(tmp_path / "many.jsonl", make_pairs(600, seed=2))
@@ -93,10 +121,10 @@ def test_sigkilled_score_command_resumes(bootstrap_family, tmp_path):
            "--data", str(data), "--out", str(out), "--batch-size", "2"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    partial = tmp_path / "scored.jsonl.partial"
-    kill_when(proc, lambda: partial.exists() and len(partial.read_bytes().splitlines()) >= 20, timeout=60)
+    raw = tmp_path / "scored.jsonl.raw"
+    kill_when(proc, lambda: raw.exists() and len(raw.read_bytes().splitlines()) >= 20, timeout=60)
     assert not out.exists()
-    done_before = len(partial.read_bytes().splitlines()) - 1
+    done_before = len(raw.read_bytes().splitlines()) - 1
     rerun = subprocess.run(cmd[:-1] + ["32"], env=env, capture_output=True, text=True)  # batch size is free
     assert rerun.returncode == 0, rerun.stderr
     assert "from an interrupted run" in rerun.stdout

@@ -33,7 +33,7 @@ def test_two_processes_split_the_rows_and_equal_one(bootstrap_family, tmp_path):
 
     meta = json.loads((tmp_path / "two.jsonl.meta.json").read_text())
     assert meta["rows_scored_by_process"] == [31, 30]          # 61 rows, each scored by exactly one process
-    assert not list(tmp_path.glob("two.jsonl.partial*"))        # the shards are gone once OUT is whole
+    assert not list(tmp_path.glob("two.jsonl.raw*"))        # the shards are gone once OUT is whole
     a, b = read_records(tmp_path / "one.jsonl"), read_records(tmp_path / "two.jsonl")
     assert [r["chosen"] for r in a] == [r["chosen"] for r in b]  # same rows, same order
     for ra, rb in zip(a, b):
@@ -50,7 +50,7 @@ def test_two_processes_finish_an_interrupted_single_process_run(bootstrap_family
     out = tmp_path / "two.jsonl"
     with pytest.raises(Interrupted):   # 5 batches of 4 rows scored, then the run dies
         score_dataset(StopsAfter(load_family(bootstrap_family), calls=5), data, out, batch_size=4, progress=False)
-    assert len(out.with_name("two.jsonl.partial").read_text().splitlines()) == 1 + 20   # header + 20 rows
+    assert len(out.with_name("two.jsonl.raw").read_text().splitlines()) == 1 + 20   # header + 20 rows
 
     two = torchrun_score(bootstrap_family, data, out)
     assert two.returncode == 0, two.stderr[-3000:]

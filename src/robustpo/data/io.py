@@ -290,8 +290,7 @@ def write_jsonl_atomic(path: str | os.PathLike, rows: Iterable[dict]) -> None:
 
 def partial_path(out: str | os.PathLike) -> Path:
     """Where a resumable job (generate, score, rank, label) keeps its rows while unfinished:
-    `OUT.partial`, so that no partial output ever looks complete. Process r > 0 of a
-    multi-process job writes `OUT.partial.r`."""
+    `OUT.partial`, so that no partial output ever looks complete."""
     out = Path(out)
     return out.with_name(out.name + ".partial")
 
@@ -302,8 +301,8 @@ class PartialOutput:
     `also` (the job's own side files). Both present is refused: which is current is unknown.
     `source` holds the rows done so far: OUT.partial, or a finished OUT, read where it is;
     `reopen()` moves a finished OUT back to OUT.partial before new work, so that a job that stops
-    leaves no OUT; `complete()` renames OUT.partial to OUT (atomic). (`score` assembles OUT from
-    its shards instead, so it shares `partial_path` and `AppendOnlyJsonl.read`, not this.)"""
+    leaves no OUT; `complete()` renames OUT.partial to OUT (atomic). (`score` keeps its raw
+    rewards in side files and writes OUT.partial whole once every row is scored.)"""
 
     def __init__(self, out: str | os.PathLike, *, overwrite: bool = False, also: Iterable[Path] = ()):
         from robustpo.errors import ConfigError

@@ -16,17 +16,19 @@ same (μ_k, σ_k) are applied to chosen and rejected, and are saved in OUT.meta.
 `stats_from=OTHER.meta.json` to apply a previous run's statistics (e.g. train-set
 statistics to an evaluation set) instead of recomputing them.
 
-Resume. Raw rewards are appended one flushed line per row to `OUT.partial` (first line: a
+Resume. Raw rewards are appended one flushed line per row to `OUT.raw` (first line: a
 fingerprint of the family, the data and the settings); a killed run reruns, skips the rows
-already there, and never scores a row twice. The final OUT is written whole and atomically
-only when every row is scored, then `OUT.partial` is removed. Normalization happens at that
-last step, from the raw rewards of every row.
+already there, and never scores a row twice. When every row is scored, normalization runs
+over the raw rewards of all of them, OUT.meta.json is written, then the rows go to
+`OUT.partial`, which becomes OUT by an atomic rename (data/io.PartialOutput: the one rule by
+which every resumable job's OUT appears), and the raw files are removed. OUT's presence
+therefore means its meta is current.
 
 Several processes. Launched with torchrun or `accelerate launch`, each process scores its
 own share of the rows not scored yet (process r takes every world-th of them) into its own
-`OUT.partial` (process 0) or `OUT.partial.r`; process 0 then assembles every shard, writes
-OUT and records how many rows each process scored in OUT.meta.json. A rerun with any number
-of processes reads every shard first, so no row is ever scored twice.
+`OUT.raw` (process 0) or `OUT.raw.r`; process 0 then assembles every shard, writes OUT and
+records how many rows each process scored in OUT.meta.json. A rerun with any number of
+processes reads every shard first, so no row is ever scored twice.
 """
 
 from __future__ import annotations
@@ -56,20 +58,19 @@ class ScoreResult:
 
 
 def _paths(out_path: Path) -> tuple[Path, Path]:
-    from robustpo.data.io import partial_path
+    """OUT.raw (process 0's raw rewards; process r's are OUT.raw.r) and OUT.meta.json."""
+    return out_path.with_name(out_path.name + ".raw"), out_path.with_name(out_path.name + ".meta.json")
 
-    return partial_path(out_path), out_path.with_name(out_path.name + ".meta.json")
 
-
-def _shards(partial_path: Path) -> list[Path]:
-    """Every process's partial file: OUT.partial (process 0 / single process) and OUT.partial.R."""
-    extra = [p for p in partial_path.parent.glob(partial_path.name + ".*") if p.suffix[1:].isdigit()]
-    return [p for p in [partial_path, *sorted(extra)] if p.exists()]
+def _shards(raw_path: Path) -> list[Path]:
+    """Every process's raw-rewards file: OUT.raw (process 0 / single process) and OUT.raw.R."""
+    extra = [p for p in raw_path.parent.glob(raw_path.name + ".*") if p.suffix[1:].isdigit()]
+    return [p for p in [raw_path, *sorted(extra)] if p.exists()]
 
 
 def _read_shard(path: Path) -> list[dict]:
-    """Complete lines of a partial file (a torn last line, from a killed writer, is ignored; the
-    file is not changed: it may be another process's)."""
+    """Complete lines of a raw-rewards file (a torn last line, from a killed writer, is ignored;
+    the file is not changed: it may be another process's)."""
     from robustpo.data.io import AppendOnlyJsonl
 
     return AppendOnlyJsonl.read(path)[0]
@@ -98,14 +99,6 @@ def _input_fingerprint(in_path) -> str:
 
     p = Path(in_path)
     return file_fingerprint(p) if p.exists() else str(in_path)
-
-
-def _partial_matches(partial_path: Path, key: str) -> bool:
-    try:
-        with open(partial_path, encoding="utf-8") as f:
-            return json.loads(f.readline()).get("fingerprint") == key
-    except (OSError, json.JSONDecodeError, AttributeError):
-        return False
 
 
 def _read_stats(path, names: list[str]) -> dict:
@@ -165,10 +158,10 @@ def _score(family, in_path, out_path: Path, rows, report, procs, *, normalize, s
            drop_empty, overwrite, progress) -> ScoreResult:
     from tqdm.auto import tqdm
 
-    from robustpo.data.io import AppendOnlyJsonl, fingerprint, write_json_atomic, write_jsonl_atomic
+    from robustpo.data.io import AppendOnlyJsonl, PartialOutput, fingerprint, write_json_atomic, write_jsonl_atomic
     from robustpo.rewards.family import load_family
 
-    partial_path, meta_path = _paths(out_path)
+    raw_path, meta_path = _paths(out_path)
     if isinstance(family, (str, Path)):
         family = load_family(family, batch_size=batch_size)
     names = family.names
@@ -176,24 +169,28 @@ def _score(family, in_path, out_path: Path, rows, report, procs, *, normalize, s
     key = fingerprint("score-v1", family.fingerprint(), _input_fingerprint(in_path), fmt, split, drop_empty)
     settings = {"fingerprint": key, "normalize": normalize, "stats_from": str(stats_from) if stats_from else None}
 
-    if out_path.exists() and not overwrite:
+    # Process 0 alone removes files (--overwrite), before the others look at them.
+    output = PartialOutput(out_path, overwrite=overwrite, also=[*_shards(raw_path), meta_path]) if procs.rank == 0 \
+        else None
+    procs.barrier()
+    output = output or PartialOutput(out_path)
+    if output.finished:   # OUT appears only after its meta, so the meta says what OUT holds
         try:
             previous = json.loads(meta_path.read_text())
         except (OSError, json.JSONDecodeError):
             previous = {}
-        if all(previous.get(k) == v for k, v in settings.items()):
-            return ScoreResult(out_path, len(rows), 0, names, previous.get("stats"))
-        if not _partial_matches(partial_path, key):  # else: killed while finishing; finish again
+        if not all(previous.get(k) == v for k, v in settings.items()):
             raise ConfigError(f"{out_path} already exists (from other data, family or settings): pass --overwrite "
                               "to replace it, or choose another --out")
-    if overwrite and procs.rank == 0:
-        for shard in _shards(partial_path):
-            shard.unlink()
-    procs.barrier()
+        procs.barrier()   # every process has seen OUT before process 0 tidies up
+        if procs.rank == 0:
+            for shard in _shards(raw_path):   # left by a run killed just after OUT appeared
+                shard.unlink()
+        return ScoreResult(out_path, len(rows), 0, names, previous.get("stats"))
 
     # Every process reads every shard before any process appends to its own.
     done: dict[int, dict] = {}
-    for shard in _shards(partial_path):
+    for shard in _shards(raw_path):
         header, *entries = _read_shard(shard) or [{}]
         if header.get("fingerprint") != key:
             raise ConfigError(f"{shard} holds an interrupted scoring of other data or another family; "
@@ -202,7 +199,7 @@ def _score(family, in_path, out_path: Path, rows, report, procs, *, normalize, s
     todo = [i for i in range(len(rows)) if i not in done][procs.rank::procs.world]
     procs.barrier()
 
-    own = partial_path if procs.rank == 0 else partial_path.with_name(f"{partial_path.name}.{procs.rank}")
+    own = raw_path if procs.rank == 0 else raw_path.with_name(f"{raw_path.name}.{procs.rank}")
     with AppendOnlyJsonl(own) as log:
         if not log.rows:
             log.append({"fingerprint": key, "members": names, "input": str(in_path)})
@@ -227,17 +224,17 @@ def _score(family, in_path, out_path: Path, rows, report, procs, *, normalize, s
         return ScoreResult(out_path, len(rows), len(todo), names, json.loads(meta_path.read_text())["stats"])
 
     scored_by = []
-    for shard in _shards(partial_path):
+    for shard in _shards(raw_path):
         entries = _read_shard(shard)[1:]
         scored_by.append(len(entries))
         done.update((e["row"], e) for e in entries)
     missing = [i for i in range(len(rows)) if i not in done]
     if missing:
-        raise RobustpoError(f"{partial_path}: {len(missing)} rows were not scored (first: row {missing[0]}); rerun")
+        raise RobustpoError(f"{raw_path}: {len(missing)} rows were not scored (first: row {missing[0]}); rerun")
     chosen = torch.tensor([done[i]["chosen"] for i in range(len(rows))], dtype=torch.float64)      # (N, K)
     rejected = torch.tensor([done[i]["rejected"] for i in range(len(rows))], dtype=torch.float64)  # (N, K)
     if chosen.shape[1] != len(names):
-        raise RobustpoError(f"{partial_path}: rows hold {chosen.shape[1]} rewards, the family has {len(names)}")
+        raise RobustpoError(f"{raw_path}: rows hold {chosen.shape[1]} rewards, the family has {len(names)}")
     if normalize == "standardize":
         stats = stats or standardize_stats(chosen, rejected, names)
         mean, std = torch.tensor(stats["mean"], dtype=torch.float64), torch.tensor(stats["std"], dtype=torch.float64)
@@ -251,11 +248,12 @@ def _score(family, in_path, out_path: Path, rows, report, procs, *, normalize, s
             out["chosen_rewards"], out["rejected_rewards"] = chosen[i].tolist(), rejected[i].tolist()
             yield out
 
-    write_jsonl_atomic(out_path, out_rows())
     write_json_atomic(meta_path, {**settings, "family": family.name, "members": names, "input": str(in_path),
                                   "rows": len(rows), "data": report.summary(), "stats": stats,
                                   "rows_scored_by_process": scored_by})
-    for shard in _shards(partial_path):
+    write_jsonl_atomic(output.partial, out_rows())
+    output.complete()
+    for shard in _shards(raw_path):
         shard.unlink()
     procs.barrier()
     return ScoreResult(out_path, len(rows), len(todo), names, stats)
