@@ -5,11 +5,14 @@ ranking (IPR) with a pairwise judge are better than best-vs-worst by a scoring r
 above all on out-of-distribution prompts, and so are the policies trained on them.
 
     python benchmarks/ipr_vs_pointwise.py --quick    # 1 seed, quick testbed, small sets (the suite's check)
-    python benchmarks/ipr_vs_pointwise.py            # 3 seeds (not yet measured: the 30-minute target is unchecked)
+    python benchmarks/ipr_vs_pointwise.py            # 3 seeds × 3 judge budgets
 
-Per seed (a seed is a whole testbed: reference policy, gold-labelled pairs): a Bradley–Terry
-reward model and a pairwise judge (rewards/pairwise.py) are trained from the reference's
-backbone on the same gold-labelled in-distribution pool pairs with the same budget. For each
+Per seed (a seed is a whole testbed: reference policy, gold-labelled pairs) and judge budget
+n (`--judge-pairs`, default 1024 / 4096 / 8192: the first n gold-labelled in-distribution pool
+pairs, 20% of them held out): a Bradley–Terry reward model and a pairwise judge
+(rewards/pairwise.py) are trained from the reference's backbone on the same n pairs with the
+same settings. The budget is the axis along which the judges get stronger, so the table shows
+whether IPR's advantage (if any) appears once its judge is good. For each
 distribution (`in`: the testbed's prompt generator; `shifted`: task.generate_shifted_prompts,
 longer documents, more items, unseen filler words; the reference is not retrained), N = 8
 completions per prompt are sampled from the reference and pairs are built by
@@ -18,12 +21,14 @@ completions per prompt are sampled from the reference and pairs are built by
   ipr_insertion   IPR binary insertion with the pairwise judge, both orders,
   ipr_gold        IPR tournament with the gold judge (the ceiling),
   random          two distinct completions at random, in random order (the floor).
+The three judge-made sets are named NAME@n per budget; ipr_gold and random do not depend on it.
 Reported per pair set: gold accuracy of the labels, mean gold gap r*(chosen) − r*(rejected),
 distinct comparisons per prompt; then DPO (and DPO + BCR, not in --quick) trained from the
 reference on each set under demo.BUDGET, and their gold win rate against the reference on
 held-out prompts of the same distribution. Means over seeds with 95% t-intervals.
 Writes OUT/results.json, OUT/results.md (with the judges' held-out accuracy and each IPR set's
-gain over pointwise_rm paired by seed), OUT/gold_accuracy.png and OUT/provenance.json.
+gain over the same budget's pointwise_rm, paired by seed), OUT/gold_accuracy.png (gold accuracy
+and DPO win rate against the judge budget) and OUT/provenance.json.
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ import provenance
 STRATEGIES = {"pointwise_rm": ("reward", "pointwise"), "ipr_tournament": ("pairwise", "tournament"),
               "ipr_insertion": ("pairwise", "insertion"), "ipr_gold": ("gold", "tournament"),
               "random": (None, None)}
+JUDGED = ("pointwise_rm", "ipr_tournament", "ipr_insertion")   # made by a trained judge: one set per budget
 T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
 
 
@@ -91,6 +97,7 @@ def train_judges(tb, work: Path, seed: int, n_pairs: int, epochs: int) -> dict:
     from robustpo.data.io import read_records
     from robustpo.testbed import demo
 
+    work.mkdir(parents=True, exist_ok=True)
     data = work / "judge_pairs.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in read_records(tb.pool_path)[:n_pairs]))
     out = {}
@@ -114,11 +121,13 @@ def run_seed(args, seed: int) -> dict:
     work.mkdir(parents=True, exist_ok=True)
     tb = build((TestbedConfig.quick if args.quick else TestbedConfig)(seed=seed, cache_dir=args.cache_dir),
                log=lambda m: None)
-    folders = train_judges(tb, work, seed, args.judge_pairs, args.judge_epochs)
-    judges = {"reward": load_judge(f"reward:{folders['reward']}"), "pairwise": load_judge(f"pairwise:{folders['pairwise']}"),
-              "gold": load_judge(f"function:{tb.gold_judge_spec}")}
-    result = {"judges": {k: json.loads((v / "family.json").read_text())["heldout"]["mean_of_members"]
-                         for k, v in folders.items()}, "distributions": {}}
+    judges, result = {None: {"gold": load_judge(f"function:{tb.gold_judge_spec}")}}, {"judges": {}, "distributions": {}}
+    for n in args.judge_pairs:
+        folders = train_judges(tb, work / f"judges{n}", seed, n, args.judge_epochs)
+        judges[n] = {"reward": load_judge(f"reward:{folders['reward']}"),
+                     "pairwise": load_judge(f"pairwise:{folders['pairwise']}")}
+        result["judges"].update({f"{k}@{n}": json.loads((v / "family.json").read_text())["heldout"]["mean_of_members"]
+                                 for k, v in folders.items()})
     for dist in ("in", "shifted"):
         d = work / dist
         d.mkdir(exist_ok=True)
@@ -127,14 +136,16 @@ def run_seed(args, seed: int) -> dict:
         src = d / "samples.jsonl"
         src.write_text("".join(json.dumps(s) + "\n" for s in samples))
         sets, policies = {}, {}
-        for name, (judge, strategy) in STRATEGIES.items():
+        jobs = [(f"{name}@{n}" if name in JUDGED else name, judge, strategy, n if name in JUDGED else None)
+                for name, (judge, strategy) in STRATEGIES.items() for n in (args.judge_pairs if name in JUDGED else [0])]
+        for name, judge, strategy, n in jobs:
             out = d / f"pairs_{name}.jsonl"
             if judge is None:
                 rows = random_pairs(samples, seed)
                 out.write_text("".join(json.dumps(r) + "\n" for r in rows))
             else:
-                rank_file(str(src), str(out), judges[judge], strategy=strategy, log_path=str(out) + ".judgments.jsonl",
-                          overwrite=True, progress=False)
+                rank_file(str(src), str(out), judges[n][judge], strategy=strategy,
+                          log_path=str(out) + ".judgments.jsonl", overwrite=True, progress=False)
                 rows = [json.loads(line) for line in out.read_text().splitlines()]
             sets[name] = pair_stats(rows, len(samples))
             for method in args.methods:
@@ -187,20 +198,23 @@ def precondition_and_gains(per_seed: dict) -> str:
         lines.append(f"| {judge} | {m:.3f} ± {h:.3f} | {' / '.join(f'{a:.3f}' for a in acc)} |")
     for dist, sets in per_seed[seeds[0]]["distributions"].items():
         keys = [k for k in next(iter(sets.values())) if k == "gold_accuracy" or k.startswith("win_rate/")]
-        lines += [f"\n### {dist} prompts: gain over pointwise_rm, paired by seed (mean ± 95% t-interval)\n",
+        lines += [f"\n### {dist} prompts: gain over the same budget's pointwise_rm, paired by seed (mean ± 95% t-interval)\n",
                   "| pair set | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
         for name in sets:
-            if name == "pointwise_rm":
+            if not name.startswith("ipr_") or "@" not in name:
                 continue
+            base = "pointwise_rm@" + name.split("@")[1]   # the same budget's scorer
             cells = [interval([per_seed[s]["distributions"][dist][name][k] -
-                               per_seed[s]["distributions"][dist]["pointwise_rm"][k] for s in seeds]) for k in keys]
+                               per_seed[s]["distributions"][dist][base][k] for s in seeds]) for k in keys]
             lines.append(f"| {name} | " + " | ".join(f"{m:+.3f} ± {h:.3f}" for m, h in cells) + " |")
     return "\n".join(lines)
 
 
-def figure(per_seed: dict, path: Path) -> None:
-    """Gold accuracy of each pair set's labels, in and out of distribution: bars are the mean
-    over seeds, dots the seeds."""
+def figure(per_seed: dict, path: Path, budgets: list[int]) -> None:
+    """Against the judge budget (pairs per judge): the gold accuracy of each judge-made set's labels
+    (top) and the gold win rate of DPO trained on it (bottom), in and out of distribution; lines
+    are the mean over seeds with 95% t-intervals, the dashed lines the gold-judge ceiling and
+    the random floor."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -208,20 +222,23 @@ def figure(per_seed: dict, path: Path) -> None:
 
     seeds = list(per_seed)
     dists = list(per_seed[seeds[0]]["distributions"])
-    names = list(per_seed[seeds[0]]["distributions"][dists[0]])
-    fig, ax = plt.subplots(figsize=(8, 4.5))
-    width = 0.8 / len(dists)
-    for i, dist in enumerate(dists):
-        xs = np.arange(len(names)) + (i - (len(dists) - 1) / 2) * width
-        vals = [[per_seed[s]["distributions"][dist][n]["gold_accuracy"] for s in seeds] for n in names]
-        ax.bar(xs, [np.mean(v) for v in vals], width, label=f"{dist} prompts", alpha=0.7)
-        for x, v in zip(xs, vals):
-            ax.plot([x] * len(v), v, "k.", ms=4)
-    ax.set_xticks(np.arange(len(names)), names, rotation=15)
-    ax.set_ylabel("gold accuracy of the pair labels")
-    ax.axhline(0.5, color="grey", lw=0.8, ls=":")
-    ax.legend()
-    ax.set_title(f"pair sets by strategy ({len(seeds)} seeds)")
+    fig, axes = plt.subplots(2, len(dists), figsize=(5 * len(dists), 7), squeeze=False)
+    for col, dist in enumerate(dists):
+        for row, key in enumerate(("gold_accuracy", "win_rate/dpo")):
+            ax = axes[row][col]
+            at = lambda name: interval([per_seed[s]["distributions"][dist][name][key] for s in seeds])  # noqa: E731
+            for name in JUDGED:
+                cells = [at(f"{name}@{n}") for n in budgets]
+                ax.errorbar(budgets, [m for m, _ in cells], yerr=[h for _, h in cells], marker="o", capsize=3,
+                            label=name)
+            for name, style in (("ipr_gold", "--"), ("random", ":")):
+                ax.axhline(at(name)[0], color="grey", ls=style, lw=1, label=name)
+            ax.set_xscale("log", base=2)
+            ax.set_xlabel("judge budget (gold-labelled pairs)")
+            ax.set_ylabel("gold accuracy of the pair labels" if row == 0 else "DPO gold win rate")
+            ax.set_title(f"{dist} prompts")
+    axes[0][0].legend(fontsize=8)
+    fig.suptitle(f"IPR with a pairwise judge vs pointwise best-vs-worst ({len(seeds)} seeds)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -234,10 +251,12 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default="benchmarks/results/ipr_vs_pointwise")
     ap.add_argument("--cache-dir", default=None, help="testbed cache (default: the testbed's)")
     ap.add_argument("--n", type=int, default=8, help="completions per prompt")
+    ap.add_argument("--judge-pairs", type=int, nargs="+", help="judge budgets: gold-labelled pool pairs per judge")
     args = ap.parse_args(argv)
     args.seeds = args.seeds or ([0] if args.quick else [0, 1, 2])
     args.prompts, args.test_prompts = (12, 16) if args.quick else (256, 256)
-    args.judge_pairs, args.judge_epochs = (128, 2) if args.quick else (1024, 4)
+    args.judge_pairs = args.judge_pairs or ([128] if args.quick else [1024, 4096, 8192])
+    args.judge_epochs = 2 if args.quick else 4
     args.methods = ["dpo"] if args.quick else ["dpo", "dpo_bcr"]
     snap = provenance.snapshot()
     started = time.perf_counter()
@@ -250,7 +269,7 @@ def main(argv=None) -> int:
                                                   "seconds": round(time.perf_counter() - started, 1)}, indent=1))
     md += "\n" + precondition_and_gains(per_seed)
     (out / "results.md").write_text(f"# IPR vs pointwise (issue 14)\n{md}\n\n![gold accuracy of the pair labels](gold_accuracy.png)\n")
-    figure(per_seed, out / "gold_accuracy.png")
+    figure(per_seed, out / "gold_accuracy.png", args.judge_pairs)
     provenance.write(out, snap)
     print(md)
     return 0

@@ -16,9 +16,10 @@ def test_ipr_vs_pointwise_quick(quick_testbed, tmp_path):
     result = json.loads((out / "results.json").read_text())
     for dist in ("in", "shifted"):
         sets = result["per_seed"]["0"]["distributions"][dist]
-        assert set(sets) == {"pointwise_rm", "ipr_tournament", "ipr_insertion", "ipr_gold", "random"}
+        assert set(sets) == {"pointwise_rm@128", "ipr_tournament@128", "ipr_insertion@128", "ipr_gold", "random"}
         assert sets["ipr_gold"]["gold_accuracy"] >= 0.9 and sets["ipr_gold"]["gold_gap"] > 0   # the ceiling
-        assert sets["pointwise_rm"]["comparisons_per_prompt"] == 0
-        assert 0 < sets["ipr_tournament"]["comparisons_per_prompt"] <= 2 * 8 - 3   # tournament's promise
+        assert sets["pointwise_rm@128"]["comparisons_per_prompt"] == 0
+        assert 0 < sets["ipr_tournament@128"]["comparisons_per_prompt"] <= 2 * 8 - 3   # tournament's promise
         assert all(0 <= s["win_rate/dpo"] <= 1 for s in sets.values())
+    assert set(result["per_seed"]["0"]["judges"]) == {"reward@128", "pairwise@128"}
     assert "### shifted prompts" in (out / "results.md").read_text() and (out / "provenance.json").exists()
