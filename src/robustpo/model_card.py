@@ -56,7 +56,7 @@ def front_matter(cfg, *, pipeline_tag: str, tags: list[str]) -> dict:
 
 def data_section(cfg, rows: dict[str, tuple[int, str]]) -> str:
     """One line per data source: `rows` maps its config key to (rows read, what was used)."""
-    from robustpo.train.loop import input_fingerprints
+    from robustpo.train.run_folder import input_fingerprints
 
     prints = input_fingerprints(cfg)
     sources = {"data.train": cfg.data.train, "reward.heldout": getattr(getattr(cfg, "reward", None), "heldout", None),
@@ -90,7 +90,7 @@ def metrics_table(metrics: dict) -> str:
 
 def config_section(run_dir: Path) -> str:
     """config.yaml as saved beside the model, and any change a --resume --allow-changes made."""
-    from robustpo.train.loop import CONFIG_CHANGES
+    from robustpo.train.run_folder import CONFIG_CHANGES
 
     text = f"The resolved config (`config.yaml`), every value the run started with:\n\n```yaml\n" \
            f"{(run_dir / 'config.yaml').read_text()}```"

@@ -86,7 +86,7 @@ def test_overwrite_removes_everything_the_run_owns(tmp_path, capsys):
 
 
 def test_overwrite_keeps_a_robustpo_folder_that_is_not_tracker_logs(tmp_path):
-    from robustpo.train.loop import tracker_logs
+    from robustpo.train.run_folder import tracker_logs
 
     (tmp_path / "robustpo" / "src").mkdir(parents=True)
     (tmp_path / "robustpo" / "src" / "code.py").write_text("")

@@ -107,14 +107,14 @@ class TrainResult:
     steps: int
 
 
-# Everything a preference run writes in OUTPUT_DIR (robustpo.train.loop.RunLayout).
+# Everything a preference run writes in OUTPUT_DIR (robustpo.train.run_folder.RunLayout).
 PREFERENCE_RUN_FILES = ("final", "checkpoints", "metrics.jsonl", "train_summary.json", "config.yaml",
                         "config_changes.jsonl", "inputs.json", "base_model", "reference_cache",
                         "best", "best.json", "eval_rows.json")
 
 
 def preference_layout():
-    from robustpo.train.loop import RunLayout, has_steps, tracker_logs
+    from robustpo.train.run_folder import RunLayout, has_steps, tracker_logs
 
     return RunLayout(owned=PREFERENCE_RUN_FILES, what="a run", also_owned=tracker_logs,
                      progress=lambda d: (d / "final").exists() or (d / "train_summary.json").exists() or has_steps(d),
@@ -136,10 +136,11 @@ def train_preference(cfg: RunConfig, *, resume: bool = False, overwrite: bool = 
     """Run a preference training job: the final model is saved under OUTPUT_DIR/final.
 
     Everything that can be checked without a model is checked before OUTPUT_DIR is touched:
-    config values and paths (train.loop.preflight), then the data. OUTPUT_DIR is then locked
-    for the whole run (train.loop.run_folder)."""
+    config values and paths (train.run_folder.preflight), then the data. OUTPUT_DIR is then locked
+    for the whole run (train.run_folder.run_folder)."""
     from robustpo.data.schema import load_preferences
-    from robustpo.train.loop import make_accelerator, preflight, run_folder
+    from robustpo.train.loop import make_accelerator
+    from robustpo.train.run_folder import preflight, run_folder
 
     preflight(cfg)
     spec = cfg.loss.spec
@@ -289,7 +290,8 @@ def save_policy(accelerator, lm, tokenizer, run_dir: Path, name: str, *, cfg: Ru
     from robustpo.data.io import atomic_dir
     from robustpo.model_card import preference_card, write_card
     from robustpo.models import save_final
-    from robustpo.train.loop import CONFIG_CHANGES, check_finite_weights
+    from robustpo.train.loop import check_finite_weights
+    from robustpo.train.run_folder import CONFIG_CHANGES
 
     accelerator.wait_for_everyone()
     folder = run_dir / name

@@ -346,13 +346,13 @@ def _manifest_members(cfg, plans, summaries, family_dir) -> list[dict]:
     return members
 
 
-# Everything a reward run writes in OUTPUT_DIR (robustpo.train.loop.RunLayout).
+# Everything a reward run writes in OUTPUT_DIR (robustpo.train.run_folder.RunLayout).
 REWARD_RUN_FILES = ("family.json", "members", "runs", "base_model", "config.yaml", "config_changes.jsonl",
                     "inputs.json")
 
 
 def _reward_progress(family_dir: Path) -> bool:
-    from robustpo.train.loop import has_steps
+    from robustpo.train.run_folder import has_steps
 
     runs = [d for d in (family_dir / "runs").glob("*") if d.is_dir()]
     return ((family_dir / "family.json").exists() or any((family_dir / "members").glob("*"))
@@ -360,7 +360,7 @@ def _reward_progress(family_dir: Path) -> bool:
 
 
 def reward_layout():
-    from robustpo.train.loop import RunLayout
+    from robustpo.train.run_folder import RunLayout
 
     return RunLayout(owned=REWARD_RUN_FILES, progress=_reward_progress, what="a reward run",
                      other=lambda d: "a preference run (robustpo train)" if (d / "final").exists()
@@ -372,8 +372,9 @@ def train_reward_family(cfg: RewardRunConfig, *, resume: bool = False, overwrite
     """Train the reward model(s) of `cfg`, write the family folder (train.output_dir), return it.
 
     As for preference training, config values, paths and data are all checked before
-    OUTPUT_DIR is touched, and OUTPUT_DIR is locked for the whole run (train.loop.run_folder)."""
-    from robustpo.train.loop import make_accelerator, preflight, run_folder
+    OUTPUT_DIR is touched, and OUTPUT_DIR is locked for the whole run (train.run_folder.run_folder)."""
+    from robustpo.train.loop import make_accelerator
+    from robustpo.train.run_folder import preflight, run_folder
 
     preflight(cfg)
     check_config(cfg)
