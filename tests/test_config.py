@@ -54,6 +54,18 @@ def test_overrides_are_typed(tmp_path):
     assert cfg.model.lora.r == 4 and cfg.model.lora.alpha == 16 and cfg.data.max_rows == 10
 
 
+def test_a_config_object_takes_overrides_and_stays_as_it_was():
+    """The Python API's `robustpo.train(cfg, overrides=...)` with a loaded RunConfig: the
+    overrides apply to a copy, and checks run as for a file (a bad value is refused)."""
+    cfg = load_config(REPO / "recipes/tiny/dpo.yaml")
+    lr = cfg.train.learning_rate
+    changed = load_config(cfg, {"train.learning_rate": 0.5, "loss.beta": 0.25})
+    assert changed.train.learning_rate == 0.5 and changed.loss.params["beta"] == 0.25
+    assert cfg.train.learning_rate == lr and changed.model == cfg.model
+    with pytest.raises(ConfigError, match="train.batch_size: expected int"):
+        load_config(cfg, ["--train.batch_size=abc"])
+
+
 @pytest.mark.parametrize("override,message", [
     ("--train.learnig_rate=1", "unknown config key 'train.learnig_rate'; did you mean 'learning_rate'?"),
     ("--trian.seed=1", "unknown config key 'trian'; did you mean 'train'?"),

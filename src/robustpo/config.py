@@ -339,10 +339,12 @@ def parse_overrides(args: list[str]) -> list[tuple[str, Any]]:
 
 
 def load_config(recipe: str | Path | dict | None, overrides: list[str] | dict | None = None, cls=None):
-    """Read a recipe into `cls` (default RunConfig): a YAML file, or the same tree as a dict
-    (the Python API). Overrides: CLI strings `--a.b=value` (values parsed as YAML) or a dict
-    `{"a.b": value}`."""
+    """Read a recipe into `cls` (default RunConfig): a YAML file, or the same tree as a dict or
+    as a config object (the Python API; the object is not changed). Overrides: CLI strings
+    `--a.b=value` (values parsed as YAML) or a dict `{"a.b": value}`."""
     cls = cls or RunConfig
+    if dataclasses.is_dataclass(recipe) and not isinstance(recipe, type):
+        recipe = to_dict(recipe)
     path = None if isinstance(recipe, dict) else recipe
     data: dict = copy.deepcopy(recipe) if isinstance(recipe, dict) else {}
     if path is not None:
