@@ -12,7 +12,7 @@ RECIPES = sorted((REPO / "recipes").rglob("*.yaml"))
 
 
 def test_recipes_exist_for_every_objective():
-    from robustpo.losses import LOSSES
+    from robustpo.loss_spec import LOSSES
 
     tiny = {p.stem for p in (REPO / "recipes" / "tiny").glob("*.yaml")}
     assert {n for n, s in LOSSES.items() if s.kind == "objective"} <= tiny
@@ -23,7 +23,7 @@ def test_every_recipe_loads_and_its_data_validates(path, monkeypatch):
     """Each recipe parses into a typed config, and local data it names passes validation
     and carries what its loss needs (rewards for distillation)."""
     from robustpo.data.schema import load_preferences
-    from robustpo.losses import get_loss
+    from robustpo.loss_spec import get_loss
 
     import yaml
 
@@ -108,7 +108,7 @@ def test_a_bad_loss_value_stops_train_before_any_work(tmp_path, capsys, recipe, 
 
 def test_losses_command_prints_the_catalogue_from_the_registry(capsys):
     from robustpo.cli import main
-    from robustpo.losses import LOSSES
+    from robustpo.loss_spec import LOSSES
 
     assert main(["losses"]) == 0
     out = capsys.readouterr().out

@@ -19,7 +19,7 @@ import torch
 
 from robustpo.config import load_config
 from robustpo.errors import ConfigError
-from robustpo.losses import LOSSES, LossSpec, get_loss
+from robustpo.loss_spec import LOSSES, LossSpec, get_loss
 
 PC = torch.tensor([-1.0, -2.0])
 PR = torch.tensor([-3.0, -1.0])

@@ -6,7 +6,7 @@ import shlex
 import yaml
 
 from robustpo.config import RunConfig, from_dict, load_config, to_dict
-from robustpo.losses import LOSSES
+from robustpo.loss_spec import LOSSES
 from robustpo.train.preference import train_preference
 
 from testdata import TINY_PAIRS, card_config, card_tables, flat_leaves, read_card

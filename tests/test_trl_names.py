@@ -11,7 +11,7 @@ import yaml
 
 from robustpo.config import LoraConfig, RunConfig, TrainConfig, load_config, to_dict
 from robustpo.errors import ConfigError
-from robustpo.losses import LOSSES
+from robustpo.loss_spec import LOSSES
 from robustpo.rewards.confound import ConfoundConfig
 from robustpo.rewards.plan import RewardRunConfig
 from robustpo.trl_names import LOSS_TYPES, TRL_NAMES, migration_table

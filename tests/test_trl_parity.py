@@ -47,7 +47,7 @@ def test_loss_matches_trl(tmp_path, tiny_tokenizer, models, trl_type, ours, trl_
     from trl import DPOConfig, DPOTrainer
 
     from robustpo.logprobs import targets_from_labels
-    from robustpo.losses import LOSSES
+    from robustpo.loss_spec import LOSSES
     from robustpo.train.forward import ResponseLogps
 
     policy, reference = models
@@ -80,7 +80,7 @@ def test_simpo_matches_trl_cpo_simpo(tmp_path, tiny_tokenizer, models):
     from trl.experimental.cpo import CPOConfig, CPOTrainer
 
     from robustpo.logprobs import targets_from_labels
-    from robustpo.losses import LOSSES
+    from robustpo.loss_spec import LOSSES
     from robustpo.train.forward import ResponseLogps
 
     policy, _ = models

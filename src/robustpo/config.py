@@ -98,8 +98,8 @@ class LossConfig:
 
     @property
     def spec(self):
-        """The registry entry (`robustpo.losses.LossSpec`) the trainer reads."""
-        from robustpo.losses import get_loss
+        """The registry entry (`robustpo.loss_spec.LossSpec`) the trainer reads."""
+        from robustpo.loss_spec import get_loss
 
         return get_loss(self.name)
 
@@ -242,7 +242,7 @@ def _coerce(value, tp, where: str):
 
 
 def _loss_from(value, where: str) -> LossConfig:
-    from robustpo.losses import get_loss
+    from robustpo.loss_spec import get_loss
 
     if isinstance(value, str):
         value = {"name": value}

@@ -14,7 +14,7 @@ import yaml
 
 from robustpo.cli import main
 from robustpo.errors import NonFiniteError, TrainingError
-from robustpo.losses import LOSSES
+from robustpo.loss_spec import LOSSES
 
 from testdata import REPO, TINY_PAIRS
 

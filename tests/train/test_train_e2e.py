@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from robustpo.config import from_dict, RunConfig
-from robustpo.losses import LOSSES
+from robustpo.loss_spec import LOSSES
 from robustpo.train.preference import train_preference
 
 from testdata import TINY_PAIRS

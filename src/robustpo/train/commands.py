@@ -23,7 +23,7 @@ def register(sub) -> None:
 
 def catalogue() -> str:
     """The registry as text: one block per loss (name, kind, needs, summary, hyperparameters)."""
-    from robustpo.losses import LOSSES
+    from robustpo.loss_spec import LOSSES
 
     blocks = []
     for spec in sorted(LOSSES.values(), key=lambda s: s.kind != "objective"):

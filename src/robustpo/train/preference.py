@@ -17,7 +17,7 @@ import torch
 from robustpo.config import RunConfig
 from robustpo.data.collate import split_sequences
 from robustpo.errors import ConfigError
-from robustpo.losses import LossSpec
+from robustpo.loss_spec import LossSpec
 from robustpo.train.forward import ResponseLogps, model_inputs, supports_prefix_sharing
 
 
