@@ -78,7 +78,7 @@ def long_pairs(rows: list[dict], lengths: list[int], target: int) -> list[dict]:
         while i < len(rows) - 1 and used + lengths[i] + lengths[i + 1] < 0.85 * target:
             context, used, i = context + rows[i]["prompt"] + rows[i]["chosen"], used + lengths[i], i + 1
         r = rows[i]
-        out.append({"prompt": context + r["prompt"], "chosen": r["chosen"], "rejected": r["rejected"]})
+        out.append({"index": len(out), "prompt": context + r["prompt"], "chosen": r["chosen"], "rejected": r["rejected"]})
         i += 1
     return out
 
@@ -131,7 +131,7 @@ def setup(args, work: Path, tok=None) -> dict:
             "peak_flops": flops.matmul_peak(flops.model_shapes(
                 cfg, args.batch_size * round(statistics.fmean(sum(x) for x in shape)),
                 args.batch_size * round(statistics.fmean(c + r for _, c, r in shape))),
-                dtype=_dtype(args), device=args.device)}
+                dtype=_dtype(args), device=args.device, seconds=0.1 if args.quick else 0.5)}
 
 
 # ------------------------------------------------------------------------- the rows
@@ -337,6 +337,8 @@ def main(argv=None) -> int:
     ap.add_argument("--rows", default=",".join(ROWS))
     ap.add_argument("--json", default=None, help="also write the figures as JSON here")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "speed.md"))
+    ap.add_argument("--sweep-out", default=None, help="sweep files: PATH.md, .json, .png "
+                    "(default benchmarks/results/speed_sweep; a --quick sweep writes none unless given)")
     ap.add_argument("--row", help=argparse.SUPPRESS)
     ap.add_argument("--work", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)

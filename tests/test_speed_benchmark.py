@@ -41,3 +41,22 @@ def test_speed_benchmark_without_its_data_stops_at_once_naming_it(tmp_path):
     assert proc.returncode == 2
     assert f"--data {missing}: no such file" in proc.stderr and "ROBUSTPO_HH_DATA" in proc.stderr
     assert proc.stdout == ""
+
+
+@needs_hh_data
+def test_speed_sweep_quick_two_cells(tmp_path):
+    """`--sweep --quick`: two cells (max length 128 and 256), robustpo and TRL fastest in each,
+    timed over the same pairs, with the table, the JSON and the figure written where asked."""
+    out = tmp_path / "sweep"
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "speed.py"), "--sweep", "--quick",
+                           "--data", str(HH_DATA), "--sweep-out", str(out)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(out.with_suffix(".json").read_text())
+    assert [c["max_length"] for c in result["cells"]] == [128, 256]
+    for cell in result["cells"]:
+        assert sorted(cell["rows"]) == ["robustpo", "trl_fastest"]
+        for row in cell["rows"].values():
+            assert row["total_s"] > 0 and row["peak_mem_mb"] > 0
+            assert row["pairs_per_s"] == pytest.approx(cell["pairs"] / row["total_s"])
+    assert out.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "time per pair from length 128 to 256 grows as tokens^" in proc.stdout
