@@ -131,7 +131,7 @@ def setup(args, work: Path, tok=None) -> dict:
             "peak_flops": flops.matmul_peak(flops.model_shapes(
                 cfg, args.batch_size * round(statistics.fmean(sum(x) for x in shape)),
                 args.batch_size * round(statistics.fmean(c + r for _, c, r in shape))),
-                dtype=_dtype(args), device=args.device, seconds=0.1 if args.quick else 0.5)}
+                dtype=_dtype(args), device=args.device, seconds=0.2 if args.quick else 1.0)}
 
 
 # ------------------------------------------------------------------------- the rows
