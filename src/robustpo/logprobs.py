@@ -126,9 +126,9 @@ def segment_logps(token_logps: torch.Tensor, targets: ResponseTargets) -> tuple[
 
 
 # Above this many (response tokens × vocabulary) logits, `projected_logps` recomputes them in
-# backward instead of keeping them (head_logps.py): 2**26 float32 = 256 MB, which a 4k or 32k
-# vocabulary at the default batch stays under (the numbers are then those of plain autograd),
-# and a 128k vocabulary passes at a few hundred response tokens.
+# backward instead of keeping them (head_logps.py): 2**26 float32 = 256 MB, 2,048 response
+# tokens at a 32k vocabulary or 512 at 128k. Under it the numbers are plain autograd's, as
+# before; over it the kept logits would outweigh a small model's whole step.
 RECOMPUTE_ABOVE = 2**26
 
 
