@@ -1,4 +1,4 @@
-"""Training speed: robustpo `dpo` against TRL's DPOTrainer and against the hardware floor.
+"""Training speed: robustpo `dpo` against TRL's DPOTrainer, naive floors and the machine's matmul peak.
 
 Same model (a Llama-style config built locally, random init), same data (real HH-RLHF
 pairs, tokenized once and filtered so that nothing is truncated: every row sees the same
@@ -27,14 +27,15 @@ tokens, the prompt once, the vocabulary projection only at response positions, a
 included, × 3 for forward + backward) over the row's total seconds, and its fraction of the
 machine's matmul peak, measured in the same run with the shapes of the model. The useful
 work is the same for every row, so the fraction compares the rows directly.
+
 Also checked: TRL's and robustpo's first-step DPO losses on the same first batch, with a
 policy that starts away from the reference so that the loss is not trivially log 2.
 
-    python benchmarks/speed.py                 # full run, table to stdout and benchmarks/results/speed.md
+    python benchmarks/speed.py                 # the table, to stdout and benchmarks/results/speed.md
     python benchmarks/speed.py --quick         # a few steps (what the test suite runs)
     python benchmarks/speed.py --sweep         # only the scaling sweep (speed_sweep.py)
     python benchmarks/speed.py --full          # table + sweep, the wall time printed at the end
-    python benchmarks/speed.py --device cuda --preset gpu   # bf16, ~0.5B config, tokens/s and MFU
+    python benchmarks/speed.py --device cuda --preset gpu   # bf16, ~0.5B config, tokens/s; the peak in bf16
 """
 
 from __future__ import annotations
