@@ -164,8 +164,9 @@ def figure(results: list[dict], path: Path) -> None:
         ax.set_xlabel(xlabel)
         ax.set_ylabel(ylabel)
         ax.legend()
+    base = results[0]   # the base cell, or the first quick one
     fig.suptitle("robustpo vs TRL DPOTrainer (fastest settings), one axis at a time around "
-                 f"length {BASE['max_length']}, batch {BASE['batch_size']}, vocabulary {BASE['vocab']}")
+                 f"length {base['max_length']}, batch {base['batch_size']}, vocabulary {base['vocab']}")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
