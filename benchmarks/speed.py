@@ -1,4 +1,4 @@
-"""Training speed: robustpo `dpo` against TRL's DPOTrainer and against the hardware floor.
+"""Training speed: robustpo `dpo` against TRL's DPOTrainer, naive floors and the machine's matmul peak.
 
 Same model (a Llama-style config built locally, random init), same data (real HH-RLHF
 pairs, tokenized once and filtered so that nothing is truncated: every row sees the same
@@ -16,22 +16,31 @@ process (so peak memory is that row's alone):
 - floor_padded: the same, but the 2B sequences as one right-padded batch: on a CPU one
                 batched call beats 2B small ones, so this is the stronger baseline.
 
-Time per step is the median interval between consecutive optimizer-step ends after warm-up
-(data loading included, reference precomputation excluded for every row that has one); the
-mean over the same steps is shown too, since the rows split the same pairs into steps
-differently (robustpo groups by length).
+Fair timing: every row trains on the same pairs, batch and number of optimizer steps, and
+runs two passes over them; the first pass is the warm-up (untimed; it includes TRL's
+reference precomputation), the second is timed whole: total seconds from the end of the
+first pass to the end of the last step, every batch and its data loading counted. The
+median step of that pass is a secondary column.
+
+The headline is achieved FLOP/s: the useful work of the pairs (benchmarks/flops.py: unique
+tokens, the prompt once, the vocabulary projection only at response positions, attention
+included, × 3 for forward + backward) over the row's total seconds, and its fraction of the
+machine's matmul peak, measured in the same run with the shapes of the model. The useful
+work is the same for every row, so the fraction compares the rows directly.
+
 Also checked: TRL's and robustpo's first-step DPO losses on the same first batch, with a
 policy that starts away from the reference so that the loss is not trivially log 2.
 
-    python benchmarks/speed.py                 # full run, table to stdout and benchmarks/results/speed.md
+    python benchmarks/speed.py                 # the table, to stdout and benchmarks/results/speed.md
     python benchmarks/speed.py --quick         # a few steps (what the test suite runs)
-    python benchmarks/speed.py --device cuda --preset gpu   # bf16, ~0.5B config, tokens/s and MFU
+    python benchmarks/speed.py --sweep         # only the scaling sweep (speed_sweep.py)
+    python benchmarks/speed.py --full          # table + sweep, the wall time printed at the end
+    python benchmarks/speed.py --device cuda --preset gpu   # bf16, ~0.5B config, tokens/s; the peak in bf16
 """
 
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 import os
 import resource
@@ -43,6 +52,8 @@ import time
 from pathlib import Path
 
 import torch
+
+import flops
 
 ROOT = Path(__file__).resolve().parents[1]
 # The real HH-RLHF file is read where the workplace keeps it (its README: not to be committed
@@ -58,25 +69,51 @@ ROWS = ["trl_default", "trl_fastest", "robustpo", "floor", "floor_padded"]
 # ----------------------------------------------------------------------------- set-up
 
 
-def setup(args, work: Path) -> dict:
-    """Tokenizer, policy and reference checkpoints, and the filtered explicit-prompt data."""
+def long_pairs(rows: list[dict], lengths: list[int], target: int) -> list[dict]:
+    """Pairs of about `target` tokens: earlier HH dialogues (prompt + chosen) joined in front of
+    a pair's prompt, as a longer multi-turn conversation. `lengths[i]`: row i's prompt + chosen
+    tokens; the joined text is tokenized again by the caller, which drops what does not fit."""
+    out, i = [], 0
+    while i < len(rows):
+        context, used = "", 0
+        while i < len(rows) - 1 and used + lengths[i] + lengths[i + 1] < 0.85 * target:
+            context, used, i = context + rows[i]["prompt"] + rows[i]["chosen"], used + lengths[i], i + 1
+        r = rows[i]
+        out.append({"index": len(out), "prompt": context + r["prompt"], "chosen": r["chosen"], "rejected": r["rejected"]})
+        i += 1
+    return out
+
+
+def setup(args, work: Path, tok=None) -> dict:
+    """Tokenizer, policy and reference checkpoints, and the filtered explicit-prompt data
+    (`batch_size × steps` pairs). `args.vocab` sizes the model's vocabulary (the embedding and
+    head rows) beyond the tokenizer's; `args.long` joins dialogues into pairs of about max length."""
     from robustpo.data.schema import load_preferences
     from robustpo.data.tokenize import tokenize_pairs
-    from robustpo.tiny import build_tiny_model, train_tokenizer
+    from robustpo.tiny import train_tokenizer, tiny_config
+    from transformers import AutoModelForCausalLM
 
     p = PRESETS[args.preset]
     rows, _ = load_preferences(str(args.data), drop_empty=True)
-    tok = train_tokenizer((r["prompt"] + r["chosen"] for r in rows), vocab_size=p["vocab"])
+    tok = tok or train_tokenizer((r["prompt"] + r["chosen"] for r in rows), vocab_size=p["vocab"])
+    if getattr(args, "long", False):
+        sizes = [len(x) + len(y) for x, y in zip(tok([r["prompt"] for r in rows])["input_ids"],
+                                                 tok([r["chosen"] for r in rows])["input_ids"])]
+        rows = long_pairs(rows, sizes, args.max_length)
     items, _ = tokenize_pairs(rows, tok, max_length=10**6, max_prompt_length=10**6 - 1)
-    fits = [r for r, it in zip(rows, items)
+    fits = [(r, it) for r, it in zip(rows, items)
             if len(it["prompt_ids"]) + max(len(it["chosen_ids"]), len(it["rejected_ids"])) <= args.max_length]
-    need = args.batch_size * (args.warmup + args.steps)
-    data = [{"prompt": r["prompt"], "chosen": r["chosen"], "rejected": r["rejected"]} for r in fits[:need]]
-    (work / "data.jsonl").write_text("".join(json.dumps(r) + "\n" for r in data))
-
-    size = dict(hidden_size=p["hidden_size"], num_layers=p["num_layers"], num_heads=p["num_heads"],
-                max_positions=max(1024, args.max_length))
-    reference = build_tiny_model(tok, "llama", seed=0, **size)
+    need = args.batch_size * args.steps
+    if len(fits) < need:
+        raise SystemExit(f"only {len(fits)} pairs fit in {args.max_length} tokens, {need} needed")
+    fits = fits[:need]
+    (work / "data.jsonl").write_text("".join(json.dumps({k: r[k] for k in ("prompt", "chosen", "rejected")}) + "\n"
+                                             for r, _ in fits))
+    cfg = tiny_config("llama", max(len(tok), getattr(args, "vocab", None) or 0), hidden_size=p["hidden_size"],
+                      num_layers=p["num_layers"], num_heads=p["num_heads"], max_positions=max(1024, args.max_length),
+                      pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
+    torch.manual_seed(0)
+    reference = AutoModelForCausalLM.from_config(cfg)
     reference.save_pretrained(work / "reference")
     tok.save_pretrained(work / "reference")
     # The policy starts a little away from the reference (as after SFT on other data), so that
@@ -87,13 +124,20 @@ def setup(args, work: Path) -> dict:
             param.add_(0.02 * torch.randn(param.shape, generator=g))
     reference.save_pretrained(work / "policy")
     tok.save_pretrained(work / "policy")
-    n_params = sum(x.numel() for x in reference.parameters())
-    tokens = [len(it["prompt_ids"]) * 2 + len(it["chosen_ids"]) + len(it["rejected_ids"])
-              for it, r in zip(items, rows) if r in fits][:need]
-    return {"pairs": len(data), "params": n_params, "tokens_per_pair": statistics.fmean(tokens)}
+    shape = [(len(it["prompt_ids"]), len(it["chosen_ids"]), len(it["rejected_ids"])) for _, it in fits]
+    return {"pairs": need, "params": sum(x.numel() for x in reference.parameters()), "vocab": cfg.vocab_size,
+            "tokens_per_pair": statistics.fmean(2 * p_ + c + r for p_, c, r in shape),
+            "unique_tokens_per_pair": statistics.fmean(p_ + c + r for p_, c, r in shape),
+            "useful_flops": sum(flops.pair_flops(cfg, *x) for x in shape),
+            "peak_flops": flops.matmul_peak(flops.model_shapes(
+                cfg, args.batch_size * round(statistics.fmean(sum(x) for x in shape)),
+                args.batch_size * round(statistics.fmean(c + r for _, c, r in shape))),
+                dtype=_dtype(args), device=args.device, seconds=0.2 if args.quick else 1.0)}
 
 
 # ------------------------------------------------------------------------- the rows
+# Each runner trains two passes over the pairs and returns the step times of the second:
+# the intervals between consecutive optimizer-step ends, from the end of the first pass.
 
 
 def _dtype(args):
@@ -118,14 +162,16 @@ def run_trl(args, work: Path, fastest: bool) -> list[float]:
     policy = AutoModelForCausalLM.from_pretrained(work / "policy", dtype=_dtype(args))
     reference = AutoModelForCausalLM.from_pretrained(work / "reference", dtype=_dtype(args))
     cfg = DPOConfig(output_dir=str(work / "trl"), per_device_train_batch_size=args.batch_size,
-                    max_steps=args.warmup + args.steps, learning_rate=1e-5, max_length=args.max_length,
+                    num_train_epochs=2, learning_rate=1e-5, max_length=args.max_length,
                     report_to=[], logging_steps=10**6, save_strategy="no", use_cpu=args.device == "cpu",
                     bf16=args.preset == "gpu", seed=0,
                     **({"gradient_checkpointing": False, "precompute_ref_log_probs": True} if fastest else {}))
     trainer = DPOTrainer(model=policy, ref_model=reference, args=cfg, train_dataset=Dataset.from_list(rows),
                          processing_class=tok, callbacks=[StepTimes()])
     trainer.train()
-    return [b - a for a, b in zip(ends, ends[1:])][args.warmup - 1:]
+    assert len(ends) == 2 * args.steps, (len(ends), args.steps)
+    timed = ends[args.steps - 1:]
+    return [b - a for a, b in zip(timed, timed[1:])]
 
 
 def run_robustpo(args, work: Path) -> list[float]:
@@ -139,10 +185,11 @@ def run_robustpo(args, work: Path) -> list[float]:
                  "max_prompt_length": args.max_length - 1},
         "loss": {"name": "dpo"},
         "train": {"output_dir": str(work / "robustpo"), "batch_size": args.batch_size, "learning_rate": 1e-5,
-                  "max_steps": args.warmup + args.steps, "logging_steps": 1}})
+                  "epochs": 2, "logging_steps": 1}})
     train_preference(cfg, overwrite=True)
     metrics = [json.loads(x) for x in (work / "robustpo" / "metrics.jsonl").read_text().splitlines()]
-    return [args.batch_size / m["pairs_per_s"] for m in metrics[args.warmup:]]
+    # pairs_per_s of a step is its pairs over the interval since the previous step's end
+    return [args.batch_size / m["pairs_per_s"] for m in metrics if m["epoch"] == 1]
 
 
 def run_floor(args, work: Path, padded: bool) -> list[float]:
@@ -157,7 +204,7 @@ def run_floor(args, work: Path, padded: bool) -> list[float]:
     model = AutoModelForCausalLM.from_pretrained(work / "policy", dtype=_dtype(args)).to(args.device).train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-5)
     ends = []
-    for step in range(args.warmup + args.steps):
+    for step in list(range(args.steps)) * 2:
         seqs = [it["prompt_ids"] + r for it in items[step * args.batch_size:(step + 1) * args.batch_size]
                 for r in (it["chosen_ids"], it["rejected_ids"])]
         if padded:
@@ -174,7 +221,8 @@ def run_floor(args, work: Path, padded: bool) -> list[float]:
         if args.device == "cuda":
             torch.cuda.synchronize()
         ends.append(time.perf_counter())
-    return [b - a for a, b in zip(ends, ends[1:])][args.warmup - 1:]
+    timed = ends[args.steps - 1:]
+    return [b - a for a, b in zip(timed, timed[1:])]
 
 
 def first_step_losses(args, work: Path) -> dict:
@@ -224,10 +272,33 @@ def row_main(args) -> None:
     if args.device == "cuda":
         torch.cuda.reset_peak_memory_stats()
     times = runners[args.row]()
+    assert len(times) == args.steps, (len(times), args.steps)   # every batch of the timed pass
     peak = (torch.cuda.max_memory_allocated() / 2**20 if args.device == "cuda"
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
-    print("ROW " + json.dumps({"name": args.row, "sec_per_step": statistics.median(times),
-                               "mean_sec_per_step": statistics.fmean(times), "peak_mem_mb": peak}))
+    print("ROW " + json.dumps({"name": args.row, "total_s": sum(times), "sec_per_step": statistics.median(times),
+                               "peak_mem_mb": peak}))
+
+
+def run_rows(args, work: Path, names: list[str], info: dict, quiet: bool = False) -> list[dict]:
+    """Each row in its own process (its peak memory is its own); adds the rates of `info`."""
+    rows = []
+    for name in names:
+        cmd = [sys.executable, __file__, "--row", name, "--work", str(work), "--device", args.device,
+               "--preset", args.preset, "--batch-size", str(args.batch_size), "--max-length",
+               str(args.max_length), "--steps", str(args.steps), "--data", str(args.data)]
+        out = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "TQDM_DISABLE": "1"})
+        line = next((x for x in out.stdout.splitlines() if x.startswith("ROW ")), None)
+        if out.returncode != 0 or line is None:
+            print(out.stdout[-3000:], out.stderr[-3000:], file=sys.stderr)
+            raise SystemExit(f"row {name} failed")
+        row = json.loads(line[4:])
+        row["pairs_per_s"] = info["pairs"] / row["total_s"]
+        row["flops_per_s"] = info["useful_flops"] / row["total_s"]
+        row["fraction_of_peak"] = row["flops_per_s"] / info["peak_flops"]
+        rows.append(row)
+        if not quiet:
+            print(f"  {name}: {row['total_s']:.2f} s for {info['pairs']} pairs", flush=True)
+    return rows
 
 
 # ------------------------------------------------------------------------- reporting
@@ -235,76 +306,77 @@ def row_main(args) -> None:
 
 def table(rows: list[dict], info: dict, args) -> str:
     by = {r["name"]: r for r in rows}
-    head = "| row | pairs/s | s/step | mean s/step | peak mem (MB) | speed × TRL fastest | time ÷ floor | time ÷ floor_padded |"
+    head = ("| row | total s | pairs/s | GFLOP/s (useful) | of measured peak | × TRL fastest | median s/step "
+            "| peak mem (MB) |")
     if args.device == "cuda":
-        head = head[:-1] + " tokens/s | MFU |"
+        head += " tokens/s |"
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in rows:
-        speedup = r["pairs_per_s"] / by["trl_fastest"]["pairs_per_s"]
-        ratios = [r["sec_per_step"] / by[f]["sec_per_step"] if f in by else float("nan")
-                  for f in ("floor", "floor_padded")]
-        line = (f"| {r['name']} | {r['pairs_per_s']:.2f} | {r['sec_per_step']:.3f} | {r['mean_sec_per_step']:.3f} | "
-                f"{r['peak_mem_mb']:.0f} | "
-                f"{speedup:.2f} | {ratios[0]:.2f} | {ratios[1]:.2f} |")
+        speedup = by["trl_fastest"]["total_s"] / r["total_s"] if "trl_fastest" in by else float("nan")
+        line = (f"| {r['name']} | {r['total_s']:.2f} | {r['pairs_per_s']:.2f} | {r['flops_per_s'] / 1e9:.1f} | "
+                f"{r['fraction_of_peak']:.1%} | {speedup:.2f} | {r['sec_per_step']:.3f} | {r['peak_mem_mb']:.0f} |")
         if args.device == "cuda":
-            tok_s = r["pairs_per_s"] * info["tokens_per_pair"]
-            flops = 6 * info["params"] * tok_s  # forward + backward on the policy
-            peak = 989e12 if "H100" in torch.cuda.get_device_name() else 990e12
-            line += f" {tok_s:,.0f} | {flops / peak:.1%} |"
+            line += f" {r['pairs_per_s'] * info['unique_tokens_per_pair']:,.0f} |"
         lines.append(line)
+    lines.append(f"\nmeasured matmul peak ({PRESETS[args.preset]['dtype']}, the model's shapes): "
+                 f"{info['peak_flops'] / 1e9:.1f} GFLOP/s; useful work of the {info['pairs']} pairs: "
+                 f"{info['useful_flops'] / 1e9:.1f} GFLOP")
     return "\n".join(lines)
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="2 warm-up + 3 timed steps")
+    ap.add_argument("--quick", action="store_true", help="3 steps per pass (the table) or a 2-cell sweep")
+    ap.add_argument("--sweep", action="store_true", help="only the scaling sweep (benchmarks/speed_sweep.py)")
+    ap.add_argument("--full", action="store_true", help="the table, then the sweep")
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     ap.add_argument("--preset", default=None, choices=list(PRESETS))
     ap.add_argument("--data", default=str(HH))
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--max-length", type=int, default=512)
-    ap.add_argument("--warmup", type=int, default=2)
-    ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--steps", type=int, default=8, help="optimizer steps per pass (pairs = batch × steps)")
     ap.add_argument("--rows", default=",".join(ROWS))
     ap.add_argument("--json", default=None, help="also write the figures as JSON here")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "speed.md"))
+    ap.add_argument("--sweep-out", default=None, help="sweep files: PATH.md, .json, .png "
+                    "(default benchmarks/results/speed_sweep; a --quick sweep writes none unless given)")
     ap.add_argument("--row", help=argparse.SUPPRESS)
     ap.add_argument("--work", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     args.preset = args.preset or ("gpu" if args.device == "cuda" else "cpu")
-    if args.quick:
-        args.warmup, args.steps = 2, 3
     if not Path(args.data).exists():
         ap.error(f"--data {args.data}: no such file; this benchmark measures real HH-RLHF pairs "
                  "(hh-rlhf-harmless-base-test.jsonl.gz): pass --data PATH or set ROBUSTPO_HH_DATA")
     if args.row:
         row_main(args)
         return 0
+    start = time.perf_counter()
+    ok = True
+    if not args.sweep:
+        if args.quick:
+            args.steps = 3
+        ok = run_table(args)
+    if args.sweep or args.full:
+        import speed_sweep
 
+        speed_sweep.run(args)
+    print(f"wall time: {time.perf_counter() - start:.0f} s")
+    return 0 if ok else 1
+
+
+def run_table(args) -> bool:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         info = setup(args, work)
         print(f"model: {info['params'] / 1e6:.1f}M params ({args.preset}); data: {info['pairs']} HH-RLHF pairs, "
-              f"{info['tokens_per_pair']:.0f} tokens per pair unshared; batch {args.batch_size}, "
-              f"max length {args.max_length}, {args.warmup} warm-up + {args.steps} timed steps", flush=True)
+              f"{info['unique_tokens_per_pair']:.0f} unique tokens per pair ({info['tokens_per_pair']:.0f} unshared); "
+              f"batch {args.batch_size}, max length {args.max_length}, {args.steps} steps per pass, "
+              "1 untimed warm-up pass + 1 timed pass", flush=True)
         losses = first_step_losses(args, work)
         agree = abs(losses["trl"] - losses["robustpo"]) < 1e-4
         print(f"first-step loss: TRL {losses['trl']:.6f}, robustpo {losses['robustpo']:.6f} "
               f"({'agree' if agree else 'DISAGREE'})", flush=True)
-        rows = []
-        for name in args.rows.split(","):
-            cmd = [sys.executable, __file__, "--row", name, "--work", str(work), "--device", args.device,
-                   "--preset", args.preset, "--batch-size", str(args.batch_size), "--max-length",
-                   str(args.max_length), "--warmup", str(args.warmup), "--steps", str(args.steps)]
-            out = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "TQDM_DISABLE": "1"})
-            line = next((x for x in out.stdout.splitlines() if x.startswith("ROW ")), None)
-            if out.returncode != 0 or line is None:
-                print(out.stdout[-3000:], out.stderr[-3000:], file=sys.stderr)
-                raise SystemExit(f"row {name} failed")
-            row = json.loads(line[4:])
-            row["pairs_per_s"] = args.batch_size / row["sec_per_step"]
-            rows.append(row)
-            print(f"  {name}: {row['sec_per_step']:.3f} s/step", flush=True)
+        rows = run_rows(args, work, args.rows.split(","), info)
     text = table(rows, info, args)
     print(text)
     if not args.quick:
@@ -312,7 +384,7 @@ def main(argv=None) -> int:
         Path(args.out).write_text(text + "\n")
     if args.json:
         Path(args.json).write_text(json.dumps({"rows": rows, "first_step_loss": losses, "info": info}, indent=2))
-    return 0 if agree else 1
+    return agree
 
 
 if __name__ == "__main__":

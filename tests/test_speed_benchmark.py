@@ -1,4 +1,5 @@
-"""`benchmarks/speed.py --quick --json` as a user runs it: every row runs and the first-step
+"""`benchmarks/speed.py --quick --json` as a user runs it: every row runs, is timed over the
+same pairs and rated against the peak measured in the same run, and the first-step
 DPO loss computed by TRL's own DPOTrainer equals robustpo's (the peer check the issue asks
 for; TRL is the independent implementation)."""
 
@@ -20,9 +21,12 @@ def test_speed_benchmark_quick_json(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(out.read_text())
     assert [r["name"] for r in result["rows"]] == ["trl_default", "trl_fastest", "robustpo", "floor", "floor_padded"]
+    info = result["info"]
+    assert info["pairs"] == 4 * 3   # batch × 3 steps per pass, each row timed over all of them
     for r in result["rows"]:
-        assert r["pairs_per_s"] == pytest.approx(4 / r["sec_per_step"])
-        assert r["sec_per_step"] > 0 and r["peak_mem_mb"] > 0
+        assert r["pairs_per_s"] == pytest.approx(info["pairs"] / r["total_s"])
+        assert r["fraction_of_peak"] == pytest.approx(info["useful_flops"] / r["total_s"] / info["peak_flops"])
+        assert 0 < r["sec_per_step"] <= r["total_s"] and r["peak_mem_mb"] > 0
     losses = result["first_step_loss"]
     assert losses["robustpo"] == pytest.approx(losses["trl"], abs=1e-4)
     assert "| robustpo |" in proc.stdout
@@ -37,3 +41,22 @@ def test_speed_benchmark_without_its_data_stops_at_once_naming_it(tmp_path):
     assert proc.returncode == 2
     assert f"--data {missing}: no such file" in proc.stderr and "ROBUSTPO_HH_DATA" in proc.stderr
     assert proc.stdout == ""
+
+
+@needs_hh_data
+def test_speed_sweep_quick_two_cells(tmp_path):
+    """`--sweep --quick`: two cells (max length 128 and 256), robustpo and TRL fastest in each,
+    timed over the same pairs, with the table, the JSON and the figure written where asked."""
+    out = tmp_path / "sweep"
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "speed.py"), "--sweep", "--quick",
+                           "--data", str(HH_DATA), "--sweep-out", str(out)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(out.with_suffix(".json").read_text())
+    assert [c["max_length"] for c in result["cells"]] == [128, 256]
+    for cell in result["cells"]:
+        assert sorted(cell["rows"]) == ["robustpo", "trl_fastest"]
+        for row in cell["rows"].values():
+            assert row["total_s"] > 0 and row["peak_mem_mb"] > 0
+            assert row["pairs_per_s"] == pytest.approx(cell["pairs"] / row["total_s"])
+    assert out.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "time per pair from length 128 to 256 grows as tokens^" in proc.stdout

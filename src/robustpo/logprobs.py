@@ -22,6 +22,8 @@ from dataclasses import dataclass
 
 import torch
 
+from robustpo.head_logps import recomputed_head_logps
+
 IGNORE_INDEX = -100
 
 
@@ -123,10 +125,26 @@ def segment_logps(token_logps: torch.Tensor, targets: ResponseTargets) -> tuple[
     return sums, lengths
 
 
+# Above this many (response tokens × vocabulary) logits, `projected_logps` recomputes them in
+# backward instead of keeping them (head_logps.py): 2**26 float32 = 256 MB, 2,048 response
+# tokens at a 32k vocabulary or 512 at 128k. Under it the numbers are plain autograd's, as
+# before; over it the kept logits would outweigh a small model's whole step.
+RECOMPUTE_ABOVE = 2**26
+
+
 def projected_logps(hidden: torch.Tensor, lm_head: torch.nn.Module, targets: ResponseTargets,
-                    *, chunk_size: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
-    """Vocabulary projection only at the N predicting positions, in chunks; -> (sums, lengths)."""
+                    *, chunk_size: int = 4096, recompute: bool | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Vocabulary projection only at the N predicting positions, in chunks; -> (sums, lengths).
+
+    `recompute` None: when N × V > RECOMPUTE_ABOVE and the head is a plain `nn.Linear` (a
+    LoRA-wrapped head keeps autograd).
+    """
     flat = hidden.flatten(0, 1)[targets.pred_index]                                       # (N, H)
+    plain = type(lm_head) is torch.nn.Linear
+    if recompute is None:
+        recompute = plain and flat.shape[0] * lm_head.weight.shape[0] > RECOMPUTE_ABOVE
+    if recompute:
+        return segment_logps(recomputed_head_logps(flat, lm_head, targets.targets), targets)
     picked = [gather_token_logps(lm_head(flat[i:i + chunk_size]), targets.targets[i:i + chunk_size])
               for i in range(0, flat.shape[0], chunk_size)]
     token_logps = torch.cat(picked) if picked else hidden.new_zeros(0, dtype=torch.float32)  # (N,)
