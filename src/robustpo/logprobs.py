@@ -136,11 +136,14 @@ def projected_logps(hidden: torch.Tensor, lm_head: torch.nn.Module, targets: Res
                     *, chunk_size: int = 4096, recompute: bool | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Vocabulary projection only at the N predicting positions, in chunks; -> (sums, lengths).
 
-    `recompute` None: when N × V > RECOMPUTE_ABOVE and the head is a plain `nn.Linear` (a
-    LoRA-wrapped head keeps autograd).
+    `recompute` None: when N × V > RECOMPUTE_ABOVE and the head is a plain `nn.Linear` whose
+    whole weight is here. A LoRA-wrapped head keeps autograd, and so does a partitioned one
+    (DeepSpeed ZeRO-3 gathers a weight only inside its module's own call, which the
+    recomputing function does not make).
     """
     flat = hidden.flatten(0, 1)[targets.pred_index]                                       # (N, H)
-    plain = type(lm_head) is torch.nn.Linear
+    plain = (type(lm_head) is torch.nn.Linear and not hasattr(lm_head.weight, "ds_id")
+             and tuple(lm_head.weight.shape) == (lm_head.out_features, lm_head.in_features))
     if recompute is None:
         recompute = plain and flat.shape[0] * lm_head.weight.shape[0] > RECOMPUTE_ABOVE
     if recompute:
