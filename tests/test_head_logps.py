@@ -79,3 +79,18 @@ def test_recompute_is_chosen_by_size_and_keeps_no_logits(monkeypatch):
     assert (N, V) not in saved and (N,) in saved and (V, head.in_features) in saved
     monkeypatch.setattr(logprobs, "RECOMPUTE_ABOVE", N * V)
     assert not any("RecomputedHeadLogps" in type(n).__name__ for n in _graph(projected_logps(hidden, head, targets)[0]))
+
+
+def test_a_partitioned_head_keeps_its_module_call(monkeypatch):
+    """Above the threshold, a head whose weight is not all here (DeepSpeed ZeRO-3 marks its
+    parameters with `ds_id` and leaves them empty outside the module's own call) is still
+    called as a module, so its gathering hooks run; the numbers are plain autograd's."""
+    from robustpo import logprobs
+
+    hidden, head, targets = _case(False)
+    monkeypatch.setattr(logprobs, "RECOMPUTE_ABOVE", 0)
+    head.weight.ds_id = 7
+    calls = []
+    head.register_forward_hook(lambda module, args, out: calls.append(out.shape))
+    nodes = _graph(projected_logps(hidden, head, targets)[0])
+    assert calls and not any("RecomputedHeadLogps" in type(n).__name__ for n in nodes)
