@@ -94,6 +94,7 @@ def test_http_verdicts_from_logprobs_equal_the_lm_judge_in_both_orders(server, j
         want = torch.tensor(lm.compare(prompts, first, second))
         diff = (torch.tensor([v.prob for v in got]) - want).abs().max().item()
         assert diff < VERDICT_TOL, f"max |http - lm| = {diff:.2e}"
+        print(f"MEASURED max |http - lm| verdict = {diff:.2e}")
     assert min(lm.compare(prompts, good, bad)) > 0.9 and max(lm.compare(prompts, bad, good)) < 0.1
 
     again = _http(server, judge_dir, tmp_path / "cache.jsonl")  # a second run: all from the cache
