@@ -102,6 +102,19 @@ def test_http_verdicts_from_logprobs_equal_the_lm_judge_in_both_orders(server, j
     assert again.requests_sent == 0
 
 
+def test_a_request_the_server_refuses_names_its_message(server, judge_dir, tmp_path):
+    """vLLM answers 400 with {"error": {"message": ...}} when top_logprobs passes its --max-logprobs."""
+    from robustpo.judges.base import JudgeError
+
+    judge = _http(server, judge_dir, tmp_path / "c.jsonl")
+    judge.top_logprobs = 21
+    with pytest.raises(JudgeError) as e:
+        judge.compare(["p"], ["a"], ["b"])
+    msg = str(e.value)
+    assert "HTTP 400" in msg and '{"' not in msg and "smaller top_logprobs" in msg, msg
+    assert judge.requests_sent == 1  # a refusal is not retried
+
+
 def test_server_stopped_mid_run_then_rerun_finishes_without_repaying(server, judge_dir, tmp_path):
     """`robustpo label` in a subprocess; the server is killed after some verdicts are cached; the
     command retries, gives up with a clear message; a rerun on the restarted server asks only for
