@@ -74,7 +74,7 @@ def main(argv=None) -> int:
         build_model(Path(tmp), args.hidden_size, args.layers)
         rows = {"transformers": timed(TransformersSampler(tmp), settings, args.repeats)}
         started = time.perf_counter()
-        v = VLLMSampler(tmp, dtype="float32", max_model_len=256, enforce_eager=True, gpu_memory_utilization=0.3)
+        v = VLLMSampler(tmp, dtype="float32", max_model_len=256, enforce_eager=True, gpu_memory_utilization=0.05)
         start_s = time.perf_counter() - started
         rows["vllm"] = {**timed(v, settings, args.repeats), "start_s": start_s}
 

@@ -35,7 +35,9 @@ def model_dir(tmp_path_factory):
 def sampler(model_dir):
     from robustpo.generate.vllm_backend import VLLMSampler
 
-    return VLLMSampler(model_dir, **VLLM_OPTIONS)
+    sampler = VLLMSampler(model_dir, **VLLM_OPTIONS)
+    yield sampler
+    sampler.close()  # before the next module's engine or server asks for its memory share
 
 
 @pytest.fixture

@@ -4,9 +4,11 @@ Every vLLM engine start costs about 40-70 s on a 2-core CPU, a server start abou
 minute, so each test module shares one engine or one server (module scope).
 """
 
-# What works on a CPU-only machine (the default memory share is refused here; eager mode
-# skips graph capture, which the CPU build does not need for a tiny model).
-VLLM_OPTIONS = dict(dtype="float32", max_model_len=256, enforce_eager=True, gpu_memory_utilization=0.3)
+# What works on a CPU-only machine. On CPU gpu_memory_utilization is the share of RAM the
+# engine reserves for its KV cache, checked against the RAM free at start: 0.05 (~1 GB here)
+# is plenty for a tiny model and lets an engine and a CLI run's engine coexist on a shared
+# machine (0.3 each did not). Eager mode skips graph capture.
+VLLM_OPTIONS = dict(dtype="float32", max_model_len=256, enforce_eager=True, gpu_memory_utilization=0.05)
 VLLM_FLAGS = [f"{k}={str(v).lower() if isinstance(v, bool) else v}" for k, v in VLLM_OPTIONS.items()]
 
 
@@ -45,7 +47,8 @@ class VLLMServer:
 
         cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", self.model,
                "--host", "127.0.0.1", "--port", str(self.port), "--dtype", "float32", "--max-model-len", "256",
-               "--enforce-eager", "--gpu-memory-utilization", "0.3", "--max-logprobs", "20"]
+               "--enforce-eager", "--gpu-memory-utilization", str(VLLM_OPTIONS["gpu_memory_utilization"]),
+               "--max-logprobs", "20"]
         # Its own process group, so that stop() ends the engine process it starts too.
         self.proc = subprocess.Popen(cmd, stdout=open(self.log_path, "ab"), stderr=subprocess.STDOUT,
                                      start_new_session=True)

@@ -83,14 +83,16 @@ def start_engine(model: str, options: dict):
     except Exception as e:  # noqa: BLE001 - every start failure gets the same one-line report
         cause = _root_cause(e)
         raise ConfigError(f"vLLM could not start an engine for {model}: {cause}. Check the model and the "
-                          "--vllm-option values (on CPU: -V gpu_memory_utilization=0.3 -V dtype=float32 "
-                          "-V enforce_eager=true -V max_model_len=N); vLLM's own log above has details") from None
+                          "--vllm-option values (on CPU, gpu_memory_utilization is the share of RAM reserved, e.g. "
+                          "-V gpu_memory_utilization=0.05 -V dtype=float32 -V enforce_eager=true); vLLM's own "
+                          "log above has details") from None
 
 
 def _root_cause(e: BaseException) -> str:
     while e.__cause__ is not None or (e.__context__ is not None and not e.__suppress_context__):
         e = e.__cause__ or e.__context__
-    return f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+    first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+    return f"{type(e).__name__}: {first}" if first else type(e).__name__
 
 
 class VLLMSampler:
@@ -101,6 +103,11 @@ class VLLMSampler:
     def __init__(self, model: str, **options):
         self._vllm, self.llm = start_engine(model, options)
         self.tokenizer = self.llm.get_tokenizer()
+
+    def close(self) -> None:
+        """Stop the engine's processes now and free their memory (vLLM reserves its KV cache
+        share, gpu_memory_utilization of the device or, on CPU, of RAM, until they exit)."""
+        self.llm.llm_engine.engine_core.shutdown()
 
     def encode(self, prompts: list) -> list[list[int]]:
         from robustpo.generate.sampling import encode_prompt
