@@ -24,7 +24,7 @@ pytestmark = pytest.mark.vllm
 GOOD = ["a kind helpful answer", "a clear correct reply", "a polite useful note", "a careful true answer"]
 BAD = ["rude wrong words", "an angry false claim", "a lazy useless line", "a mean silly retort"]
 PROMPTS = ["Tell me about cats.", "What is 2 plus 3?", "Help me write a letter.", "Name a colour."]
-# float32 on both sides; the server's top-20 leaves out a label variant's tiny mass at most.
+# float32 on both sides (measured max 6.8e-5); the server's top-20 may leave out a label variant's tiny mass.
 VERDICT_TOL = 1e-3
 
 
