@@ -17,7 +17,7 @@ import json
 import sys
 
 
-def parse_options(pairs: list[str] | None) -> dict:
+def parse_options(pairs: list[str] | None, flag: str = "--judge-option") -> dict:
     """`KEY=VALUE` strings -> dict; values parsed as JSON when they are JSON (numbers, bools)."""
     from robustpo.errors import ConfigError
 
@@ -25,7 +25,7 @@ def parse_options(pairs: list[str] | None) -> dict:
     for item in pairs or []:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            raise ConfigError(f"--judge-option expects KEY=VALUE, got '{item}'")
+            raise ConfigError(f"{flag} expects KEY=VALUE, got '{item}'")
         try:
             out[key.replace("-", "_")] = json.loads(value)
         except ValueError:
@@ -100,13 +100,17 @@ def cmd_generate(args) -> int:
 
 
 def _generate(args) -> int:
+    from robustpo.errors import ConfigError
     from robustpo.generate.sampling import SamplingSettings, generate_file, load_sampler
 
     settings = SamplingSettings(n=args.n, temperature=args.temperature, top_p=args.top_p,
                                 max_new_tokens=args.max_new_tokens, seed=args.seed, batch_size=args.batch_size)
     settings.check()
-    sampler = load_sampler(args.model, args.backend, **({"device": args.device} if args.backend == "transformers"
-                                                        else {}))
+    if args.vllm_option and args.backend != "vllm":
+        raise ConfigError("--vllm-option is for --backend vllm")
+    options = {"device": args.device} if args.backend == "transformers" else parse_options(args.vllm_option,
+                                                                                          "--vllm-option")
+    sampler = load_sampler(args.model, args.backend, **options)
     result = generate_file(args.prompts, args.out, sampler, settings, model_name=args.model,
                            overwrite=args.overwrite, progress=not args.no_progress)
     print("generate: " + json.dumps(result), file=sys.stderr)
@@ -172,6 +176,9 @@ def register(subparsers) -> None:
     g.add_argument("--batch-size", type=int, default=8, help="prompts per generate call")
     g.add_argument("--backend", default="transformers", choices=["transformers", "vllm"])
     g.add_argument("--device", default="cpu")
+    g.add_argument("--vllm-option", "-V", action="append", metavar="KEY=VALUE",
+                   help="vllm.LLM option for --backend vllm (repeatable), e.g. -V dtype=float32 "
+                        "-V gpu_memory_utilization=0.3 (CPU) -V tensor_parallel_size=2")
     g.add_argument("--overwrite", action="store_true", help="start again instead of resuming")
     g.add_argument("--resume", action="store_true",
                    help="continue an earlier run in OUT (the default whenever OUT exists; accepted for symmetry)")

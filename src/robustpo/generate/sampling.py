@@ -184,34 +184,12 @@ class TransformersSampler:
         return grouped, grouped_counts
 
 
-class VLLMSampler:
-    """vLLM backend, used only when asked for (`--backend vllm`) and installed."""
-
-    name = "vllm"
-
-    def __init__(self, model: str, **options):
-        try:
-            import vllm
-        except ImportError:
-            raise ConfigError("--backend vllm needs the vllm package (pip install vllm, GPU machines); "
-                              "or use --backend transformers") from None
-        self._vllm = vllm
-        self.llm = vllm.LLM(model=model, **options)
-        self.tokenizer = self.llm.get_tokenizer()
-
-    def sample(self, prompts: list, s: SamplingSettings, seed: int):
-        params = self._vllm.SamplingParams(n=s.n, temperature=s.temperature, top_p=s.top_p,
-                                           max_tokens=s.max_new_tokens, seed=seed)
-        texts = [p if isinstance(p, str) else
-                 self.tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True) for p in prompts]
-        outs = self.llm.generate(texts, params, use_tqdm=False)
-        return ([[c.text for c in o.outputs] for o in outs], [[len(c.token_ids) for c in o.outputs] for o in outs])
-
-
 def load_sampler(model: str, backend: str = "transformers", **options):
     if backend == "transformers":
         return TransformersSampler(model, **options)
-    if backend == "vllm":
+    if backend == "vllm":  # imported here: vLLM is an optional extra
+        from robustpo.generate.vllm_backend import VLLMSampler
+
         return VLLMSampler(model, **options)
     raise ConfigError(f"unknown backend '{backend}' (choose from {', '.join(BACKENDS)})")
 

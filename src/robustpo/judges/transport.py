@@ -86,6 +86,19 @@ def _retry_after(value, now: float | None = None) -> float | None:
     return max(0.0, seconds)
 
 
+def _error_detail(payload: bytes) -> str:
+    """An error reply's message: OpenAI and vLLM send {"error": {"message": ...}} (older vLLM
+    {"object": "error", "message": ...}); anything else is shown as its first 200 bytes."""
+    text = payload[:200].decode("utf-8", "replace").strip()
+    try:
+        data = json.loads(payload)
+    except ValueError:
+        return text
+    err = data.get("error", data) if isinstance(data, dict) else None
+    message = err.get("message") if isinstance(err, dict) else err
+    return str(message)[:500].strip() if isinstance(message, str) and message.strip() else text
+
+
 class _Aborted(Exception):
     """Another comparison already failed for good; stop spending requests."""
 
@@ -257,11 +270,12 @@ class Transport:
                 f"judge endpoint {self.endpoint} answered HTTP {status}, a redirect to {redact_url(where)}"
                 f"{origin}; redirects are never followed, so nothing was sent there: if you trust it, give "
                 "that URL as the judge"))
-        detail = payload[:200].decode("utf-8", "replace").strip() if status >= 400 else ""
+        detail = _error_detail(payload) if status >= 400 else ""
         if status in RETRIABLE_STATUS:
             raise _Retriable(self.redact(f"HTTP {status} {detail}".strip()), _retry_after(headers.get("Retry-After")))
         if not 200 <= status < 300:
-            hint = " (if the server does not support logprobs, pass the option logprobs=false)" \
+            hint = " (if the server does not support logprobs, pass the option logprobs=false; if it caps " \
+                "top_logprobs, as vLLM's --max-logprobs does, pass a smaller top_logprobs)" \
                 if status == 400 and "logprobs" in body else ""
             raise JudgeError(self.redact(f"judge endpoint {self.endpoint} refused the request: HTTP {status} "
                                          f"{detail}".strip() + hint))
