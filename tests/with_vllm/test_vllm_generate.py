@@ -124,6 +124,9 @@ def test_seeded_runs_reproduce_and_a_failed_run_resumes_without_resampling(sampl
 
 def test_cli_run_killed_mid_run_resumes(model_dir, prompts_file, tmp_path, sampler):
     """The real command in a subprocess (its own engine), SIGKILLed after its first row."""
+    import contextlib
+    import os
+    import signal
     import subprocess
 
     from testdata import kill_when
@@ -133,8 +136,14 @@ def test_cli_run_killed_mid_run_resumes(model_dir, prompts_file, tmp_path, sampl
             "--n", 2, "--max-new-tokens", 12, "--batch-size", 2, "--seed", 5, "--no-progress",
             *[x for f in VLLM_FLAGS for x in ("-V", f)]]
     partial = tmp_path / "cli.jsonl.partial"
-    proc = subprocess.Popen(cli_command(argv), stderr=subprocess.PIPE, text=True)
-    kill_when(proc, lambda: partial.exists() and partial.read_text().count("\n") >= 2, timeout=300)
+    # Its own process group: vLLM's engine processes outlive a SIGKILLed parent (they would keep
+    # their memory share), so the whole group goes, as when a job's machine dies.
+    proc = subprocess.Popen(cli_command(argv), stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        kill_when(proc, lambda: partial.exists() and partial.read_text().count("\n") >= 2, timeout=300)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
     kept = partial.read_text()
     assert not out.exists() and kept.count("\n") < 6
     done = subprocess.run(cli_command(argv), capture_output=True, text=True, timeout=300)
