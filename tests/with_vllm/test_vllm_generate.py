@@ -122,25 +122,37 @@ def test_seeded_runs_reproduce_and_a_failed_run_resumes_without_resampling(sampl
     assert other.read_text() != whole.read_text()  # the seed matters, so equality above means something
 
 
-def test_cli_run_killed_mid_run_resumes(model_dir, prompts_file, tmp_path, sampler):
-    """The real command in a subprocess (its own engine), SIGKILLed after its first row."""
+def test_cli_run_killed_mid_run_resumes(model_dir, tmp_path, sampler):
+    """The real command in a subprocess (its own engine), SIGKILLed after its first batch. 40
+    prompts in 20 batches: long enough that the kill lands mid-run on a quiet machine too."""
+    import contextlib
+    import os
+    import signal
     import subprocess
 
     from testdata import kill_when
 
+    prompts_file = write_jsonl(tmp_path / "many.jsonl", [{"prompt": f"{p} ({i})"} for i in range(8)
+                                                         for p in PROMPT_TEXTS])
     out = tmp_path / "cli.jsonl"
     argv = ["generate", "--backend", "vllm", "--model", model_dir, "--prompts", prompts_file, "--out", out,
-            "--n", 2, "--max-new-tokens", 12, "--batch-size", 2, "--seed", 5, "--no-progress",
+            "--n", 2, "--max-new-tokens", 48, "--batch-size", 2, "--seed", 5, "--no-progress",
             *[x for f in VLLM_FLAGS for x in ("-V", f)]]
     partial = tmp_path / "cli.jsonl.partial"
-    proc = subprocess.Popen(cli_command(argv), stderr=subprocess.PIPE, text=True)
-    kill_when(proc, lambda: partial.exists() and partial.read_text().count("\n") >= 2, timeout=300)
+    # Its own process group: vLLM's engine processes outlive a SIGKILLed parent (they would keep
+    # their memory share), so the whole group goes, as when a job's machine dies.
+    proc = subprocess.Popen(cli_command(argv), stderr=open(tmp_path / "killed.log", "w"), start_new_session=True)
+    try:
+        kill_when(proc, lambda: partial.exists() and partial.read_text().count("\n") >= 2, timeout=300)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
     kept = partial.read_text()
-    assert not out.exists() and kept.count("\n") < 6
+    assert not out.exists() and kept.count("\n") < 40
     done = subprocess.run(cli_command(argv), capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     report = json.loads(done.stderr.split("generate: ")[-1])
     assert report["resumed"] == kept.count("\n") and out.read_text().startswith(kept)
-    _run(prompts_file, tmp_path / "ref.jsonl", sampler, seed=5)
+    _run(prompts_file, tmp_path / "ref.jsonl", sampler, seed=5, max_new_tokens=48)
     ref = read_jsonl(tmp_path / "ref.jsonl")
     assert read_jsonl(out) == [{**r, "meta": {**r["meta"], "model": model_dir}} for r in ref]

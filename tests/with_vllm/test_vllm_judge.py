@@ -24,7 +24,8 @@ pytestmark = pytest.mark.vllm
 GOOD = ["a kind helpful answer", "a clear correct reply", "a polite useful note", "a careful true answer"]
 BAD = ["rude wrong words", "an angry false claim", "a lazy useless line", "a mean silly retort"]
 PROMPTS = ["Tell me about cats.", "What is 2 plus 3?", "Help me write a letter.", "Name a colour."]
-# float32 on both sides (measured max 6.8e-5); the server's top-20 may leave out a label variant's tiny mass.
+# float32 on both sides (measured max 6.8e-5); the server's top-20 may leave out a label
+# variant's tiny mass.
 VERDICT_TOL = 1e-3
 
 
@@ -138,6 +139,7 @@ def test_server_stopped_mid_run_then_rerun_finishes_without_repaying(server, jud
     server.stop()
     _, err = run.communicate(timeout=120)
     assert run.returncode != 0 and "rerun to continue" in err, err[-2000:]
+    assert "failed 3 times in a row" in err  # the first try and retries=2, then it gave up
     judged = cache.read_text().count("\n")
     assert 20 <= judged < 128 and not out.exists()
 

@@ -128,8 +128,9 @@ class VLLMSampler:
         0) asks for one completion per prompt (vLLM refuses n > 1 then); `sample` copies it n times."""
         # top_k=0 (off), as the transformers backend: only top-p truncates. Children of an
         # n > 1 request get seeds seed, seed+1, ... (vllm/v1/engine/parallel_sampling.py).
-        params = self._vllm.SamplingParams(n=s.n if s.temperature > 0 else 1, temperature=s.temperature, top_p=s.top_p, top_k=0,
-                                           max_tokens=s.max_new_tokens, seed=seed, logprobs=logprobs)
+        params = self._vllm.SamplingParams(n=s.n if s.temperature > 0 else 1, temperature=s.temperature,
+                                           top_p=s.top_p, top_k=0, max_tokens=s.max_new_tokens, seed=seed,
+                                           logprobs=logprobs)
         requests = [{"prompt_token_ids": ids} for ids in self.encode(prompts)]
         return self.llm.generate(requests, params, use_tqdm=False)
 
