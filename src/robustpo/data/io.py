@@ -301,16 +301,19 @@ class PartialOutput:
     `also` (the job's own side files). Both present is refused: which is current is unknown.
     `source` holds the rows done so far: OUT.partial, or a finished OUT, read where it is;
     `reopen()` moves a finished OUT back to OUT.partial before new work, so that a job that stops
-    leaves no OUT; `complete()` renames OUT.partial to OUT (atomic). (`score` keeps its raw
-    rewards in side files and writes OUT.partial whole once every row is scored.)"""
+    leaves no OUT; `complete()` renames OUT.partial to OUT (atomic). `keep_out`: `overwrite`
+    leaves OUT where it is until `complete()` replaces it, so that a job that fails keeps the
+    earlier output (`score`, which keeps its raw rewards in side files and writes OUT.partial
+    whole once every row is scored; a resumable row-by-row job would rather start clean)."""
 
-    def __init__(self, out: str | os.PathLike, *, overwrite: bool = False, also: Iterable[Path] = ()):
+    def __init__(self, out: str | os.PathLike, *, overwrite: bool = False, also: Iterable[Path] = (),
+                 keep_out: bool = False):
         from robustpo.errors import ConfigError
 
         self.path = Path(out)
         self.partial = partial_path(self.path)
         if overwrite:
-            for p in (self.path, self.partial, *also):
+            for p in ([] if keep_out else [self.path]) + [self.partial, *also]:
                 Path(p).unlink(missing_ok=True)
         if self.path.exists() and self.partial.exists():
             raise ConfigError(f"both {self.path} and {self.partial} exist, so which one is current is unknown; "

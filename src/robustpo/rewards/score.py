@@ -22,7 +22,8 @@ already there, and never scores a row twice. When every row is scored, normaliza
 over the raw rewards of all of them, OUT.meta.json is written, then the rows go to
 `OUT.partial`, which becomes OUT by an atomic rename (data/io.PartialOutput: the one rule by
 which every resumable job's OUT appears), and the raw files are removed. OUT's presence
-therefore means its meta is current.
+without OUT.partial therefore means its meta is current. `overwrite` keeps an earlier OUT
+and its meta until the new ones replace them, so a scoring that fails leaves them as they were.
 
 Several processes. Launched with torchrun or `accelerate launch`, each process scores its
 own share of the rows not scored yet (process r takes every world-th of them) into its own
@@ -169,12 +170,13 @@ def _score(family, in_path, out_path: Path, rows, report, procs, *, normalize, s
     key = fingerprint("score-v1", family.fingerprint(), _input_fingerprint(in_path), fmt, split, drop_empty)
     settings = {"fingerprint": key, "normalize": normalize, "stats_from": str(stats_from) if stats_from else None}
 
-    # Process 0 alone removes files (--overwrite), before the others look at them.
-    output = PartialOutput(out_path, overwrite=overwrite, also=[*_shards(raw_path), meta_path]) if procs.rank == 0 \
-        else None
+    # Process 0 alone removes files (--overwrite), before the others look at them. An earlier OUT
+    # and its meta stay until the new ones replace them: a scoring that fails keeps them.
+    output = PartialOutput(out_path, overwrite=overwrite, also=_shards(raw_path), keep_out=True) \
+        if procs.rank == 0 else None
     procs.barrier()
     output = output or PartialOutput(out_path)
-    if output.finished:   # OUT appears only after its meta, so the meta says what OUT holds
+    if output.finished and not overwrite:   # OUT appears only after its meta: the meta says what OUT holds
         try:
             previous = json.loads(meta_path.read_text())
         except (OSError, json.JSONDecodeError):
