@@ -254,7 +254,9 @@ def test_member_cards_name_the_pairwise_objective_and_metrics(count_model):
 
 def test_assembled_pairwise_family_matches_the_trained_one(count_model, rps, tmp_path):
     """`reward family` on the two member folders rebuilds the family: the same logits (the same
-    weights), and `reward eval` measures it like any family; mixing kinds is refused."""
+    weights), and `reward eval` measures it like any family; mixing kinds is refused. A member
+    folder alone, and the assembled family, keep the lengths the members were trained with
+    (rewardtesting: max_length 40, max_prompt_length 16; not the defaults 512/256)."""
     import sys
 
     sys.path.insert(0, str(__import__("pathlib").Path(__file__).parents[1] / "generate"))
@@ -270,6 +272,9 @@ def test_assembled_pairwise_family_matches_the_trained_one(count_model, rps, tmp
     m = json.loads((out / "family.json").read_text())
     assert m["kind"] == "pairwise" and m["mode"] == "assembled" and m["size"] == 2
     assert m["heldout"]["mean_of_members"]["accuracy"] >= 0.85
+    assert (m["max_length"], m["max_prompt_length"]) == (40, 16)
+    alone = PairwiseFamily(members[0])
+    assert (alone.max_length, alone.encoder.max_prompt_length, alone.names) == (40, 16, ["pairwise"])
     p, a, b = ["rate it:"] * 2, ["great great meh meh meh", "meh meh meh meh meh"], ["meh", "great meh"]
     assert torch.equal(PairwiseFamily(out).logits(p, a, b), PairwiseFamily(count_model).logits(p, a, b))
     with pytest.raises(FamilyError, match="cannot assemble Bradley–Terry and pairwise"):
