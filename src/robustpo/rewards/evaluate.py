@@ -48,9 +48,9 @@ def evaluate_family(family, rows: list[dict], *, batch_size: int = 32, bins: int
     from robustpo.rewards.family import load_family
     from robustpo.rewards.pairwise import PairwiseFamily, is_pairwise_folder, pairwise_metrics
 
-    if not hasattr(family, "score"):   # a folder
-        if is_pairwise_folder(family):
-            return pairwise_metrics(PairwiseFamily(family, batch_size=batch_size, device=device), rows, bins)
+    if not hasattr(family, "score") and is_pairwise_folder(family):
+        return pairwise_metrics(PairwiseFamily(family, batch_size=batch_size, device=device), rows, bins)
+    if not hasattr(family, "score"):
         family = load_family(family, batch_size=batch_size, device=device)
     metrics = family_metrics(pair_deltas(family, rows), family.names, bins, confound_deltas(family, rows, confound))
     metrics["confound"] = confound or (family.confound or {}).get("feature", "length")

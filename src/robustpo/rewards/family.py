@@ -118,17 +118,7 @@ def write_manifest(family_dir: Path, manifest: dict) -> None:
 
 
 def single_model_manifest(model_dir: Path) -> dict:
-    """A folder holding one reward model is a family of its num_labels columns (usually 1).
-    A saved pairwise model (rewards/pairwise.py) is a pairwise family of one, with the length
-    limits it was trained with (its spec file)."""
-    from robustpo.rewards.pairwise import PAIRWISE_FILE, TEMPLATE
-
-    spec_path = Path(model_dir) / PAIRWISE_FILE
-    if spec_path.exists():
-        spec = json.loads(spec_path.read_text())
-        return {"format": FORMAT, "version": 1, "kind": "pairwise", "template": TEMPLATE, "mode": "single",
-                "max_length": spec.get("max_length"), "max_prompt_length": spec.get("max_prompt_length"),
-                "members": [member_entry(model_dir, model_dir, 0, "pairwise")]}
+    """A folder holding one reward model is a family of its num_labels columns (usually 1)."""
     k = model_num_labels(model_dir)
     members = [member_entry(model_dir, model_dir, h, "reward" if k == 1 else f"head-{h}") for h in range(k)]
     return {"format": FORMAT, "version": 1, "mode": "single", "members": members}
@@ -365,7 +355,7 @@ def assemble_family(member_dirs: list, out_dir, *, copy: bool = False, max_lengt
     """
     import shutil
 
-    from robustpo.rewards.pairwise import TEMPLATE, is_pairwise_folder
+    from robustpo.rewards.pairwise import PAIRWISE_FILE, TEMPLATE, is_pairwise_folder
 
     out_dir = Path(out_dir)
     # Pairwise models (rewards/pairwise.py) assemble into a pairwise family; the two kinds never mix.
@@ -380,6 +370,9 @@ def assemble_family(member_dirs: list, out_dir, *, copy: bool = False, max_lengt
     for src in map(Path, member_dirs):
         manifest = read_manifest(src)
         dirs = check_members(src, manifest, pairwise=pairwise)
+        if pairwise and not (src / MANIFEST).exists():   # one saved pairwise model: its limits are in its spec
+            manifest = {**manifest, **{k: v for k, v in json.loads((src / PAIRWISE_FILE).read_text()).items()
+                                       if k in ("max_length", "max_prompt_length")}}
         lengths.append((manifest.get("max_length"), manifest.get("max_prompt_length")))
         for m, d in zip(manifest["members"], dirs):
             found.append((m["name"] if manifest.get("mode") != "single" else src.name, d, m, src))

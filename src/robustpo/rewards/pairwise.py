@@ -180,7 +180,7 @@ class PairwiseFamily:
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
         from robustpo.models import torch_dtype
-        from robustpo.rewards.family import FamilyError, check_members, quiet_transformers, read_manifest
+        from robustpo.rewards.family import FamilyError, check_members, member_entry, quiet_transformers
 
         self.path = Path(path)
         self.name = str(path)
@@ -190,7 +190,14 @@ class PairwiseFamily:
             raise FamilyError(f"{self.path}: not a pairwise preference model (no {PAIRWISE_FILE}, no family.json "
                               "with \"kind\": \"pairwise\"); a Bradley–Terry reward model scores responses one at a "
                               "time: use it as reward:PATH / family:PATH")
-        manifest = read_manifest(self.path)   # a family folder, or one saved model as a family of one
+        if (self.path / "family.json").exists():
+            from robustpo.rewards.family import read_manifest
+
+            manifest = read_manifest(self.path)
+        else:
+            spec = json.loads((self.path / PAIRWISE_FILE).read_text())
+            manifest = {"members": [member_entry(self.path, self.path, 0, "pairwise")],
+                        "max_length": spec.get("max_length"), "max_prompt_length": spec.get("max_prompt_length")}
         self.members = manifest["members"]
         dirs = check_members(self.path, manifest, pairwise=True)   # fingerprints, one tokenizer for all
         self.max_length = int(max_length or manifest.get("max_length") or 512)
