@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import resource
 import statistics
@@ -128,6 +129,7 @@ def setup(args, work: Path, tok=None) -> dict:
     return {"pairs": need, "params": sum(x.numel() for x in reference.parameters()), "vocab": cfg.vocab_size,
             "tokens_per_pair": statistics.fmean(2 * p_ + c + r for p_, c, r in shape),
             "unique_tokens_per_pair": statistics.fmean(p_ + c + r for p_, c, r in shape),
+            "response_tokens": sum(c + r for _, c, r in shape),
             "useful_flops": sum(flops.pair_flops(cfg, *x) for x in shape),
             "peak_flops": flops.matmul_peak(flops.model_shapes(
                 cfg, args.batch_size * round(statistics.fmean(sum(x) for x in shape)),
@@ -174,9 +176,17 @@ def run_trl(args, work: Path, fastest: bool) -> list[float]:
     return [b - a for a, b in zip(timed, timed[1:])]
 
 
-def run_robustpo(args, work: Path) -> list[float]:
+def run_robustpo(args, work: Path, chunked: bool = True) -> list[float]:
+    """`chunked=False` turns the chunked head log-probs off (src/robustpo/head_logps.py: plain
+    autograd over the response positions at any size), to measure what they save inside a whole
+    training step; it is the sweep's `robustpo_unchunked` row, never the library's behaviour."""
     from robustpo.config import RunConfig, from_dict
     from robustpo.train.preference import train_preference
+
+    if not chunked:
+        import robustpo.logprobs
+
+        robustpo.logprobs.RECOMPUTE_ABOVE = math.inf
 
     cfg = from_dict(RunConfig, {
         "model": {"name_or_path": str(work / "policy"), "reference": str(work / "reference"),
@@ -267,7 +277,8 @@ def row_main(args) -> None:
     work = Path(args.work)
     torch.manual_seed(0)
     runners = {"trl_default": lambda: run_trl(args, work, False), "trl_fastest": lambda: run_trl(args, work, True),
-               "robustpo": lambda: run_robustpo(args, work), "floor": lambda: run_floor(args, work, False),
+               "robustpo": lambda: run_robustpo(args, work),
+               "robustpo_unchunked": lambda: run_robustpo(args, work, chunked=False), "floor": lambda: run_floor(args, work, False),
                "floor_padded": lambda: run_floor(args, work, True)}
     if args.device == "cuda":
         torch.cuda.reset_peak_memory_stats()

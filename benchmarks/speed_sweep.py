@@ -14,7 +14,14 @@ row, separately, on the same batches: building the prefix-shared 4-D block mask
 (collate_shared) and the attention itself (SDPA forward + backward with that mask, once
 per layer), and reports their share of robustpo's median step.
 
-    python benchmarks/speed.py --sweep            # 7 cells, results/speed_sweep.{md,json,png}
+Last, one cell where robustpo's head log-probs are computed in chunks (more than 2**26
+response-token × vocabulary logits in a batch: length 512, batch 16, vocabulary 128k; no
+other cell reaches it, HH responses being short) runs robustpo twice: as it is, and with
+the chunking turned off (`robustpo_unchunked`), for what the chunking saves in a whole
+step. TRL is not run there: its float32 logits alone would be 2 × 16 × 512 × 128k × 4 B
+≈ 8.6 GB a copy.
+
+    python benchmarks/speed.py --sweep            # 7 cells + the chunking cell, results/speed_sweep.{md,json,png}
     python benchmarks/speed.py --sweep --quick    # 2 small cells (what the test suite runs)
 """
 
@@ -37,6 +44,8 @@ AXES = {"max_length": [512, 1024, 2048], "batch_size": [4, 8, 16], "vocab": [409
 QUICK = [("max_length", {"max_length": 128, "batch_size": 2, "vocab": 4096}),
          ("max_length", {"max_length": 256, "batch_size": 2, "vocab": 4096})]
 ROWS = ["trl_fastest", "robustpo"]
+CHUNKING = {"max_length": 512, "batch_size": 16, "vocab": 131072}
+CHUNKING_ROWS = ["robustpo", "robustpo_unchunked"]
 
 
 def cells(quick: bool) -> list[tuple[str, dict]]:
@@ -87,25 +96,35 @@ def run(args) -> list[dict]:
     start = time.perf_counter()
     rows, _ = load_preferences(str(args.data), drop_empty=True)
     tok = train_tokenizer((r["prompt"] + r["chosen"] for r in rows), vocab_size=speed.PRESETS[args.preset]["vocab"])
-    results, quad = [], None
+    results, quad, chunking = [], None, None
     todo = cells(args.quick)
-    for n, (axis, cell) in enumerate(todo):
+
+    def run_cell(axis, cell, rows):
         a = copy.copy(args)
         a.max_length, a.batch_size, a.vocab, a.long = cell["max_length"], cell["batch_size"], cell["vocab"], True
         a.steps = 1   # one step per pass: the sweep must fit in the full run's 15 minutes on 2 cores
         with tempfile.TemporaryDirectory() as tmp:
             work = Path(tmp)
             info = speed.setup(a, work, tok)
-            by = {r["name"]: r for r in speed.run_rows(a, work, ROWS, info, quiet=True)}
-            if not args.quick and cell["max_length"] == max(AXES["max_length"]) and axis == "max_length":
-                quad = quadratic_share(a, work, by["robustpo"]["sec_per_step"])
-        results.append({"axis": axis, **cell, "pairs": info["pairs"], "tokens_per_pair": info["unique_tokens_per_pair"],
-                        "peak_flops": info["peak_flops"], "rows": by})
+            by = {r["name"]: r for r in speed.run_rows(a, work, rows, info, quiet=True)}
+            extra = ({"quadratic": quadratic_share(a, work, by["robustpo"]["sec_per_step"])}
+                     if not args.quick and axis == "max_length" and cell["max_length"] == max(AXES["max_length"]) else {})
+        return {"axis": axis, **cell, "pairs": info["pairs"], "tokens_per_pair": info["unique_tokens_per_pair"],
+                "response_tokens": info["response_tokens"], "peak_flops": info["peak_flops"], "rows": by, **extra}
+
+    for n, (axis, cell) in enumerate(todo):
+        results.append(run_cell(axis, cell, ROWS))
+        by = results[-1]["rows"]
+        quad = results[-1].pop("quadratic", quad)
         r, t = by["robustpo"], by["trl_fastest"]
         print(f"  cell {n + 1}/{len(todo)} length {cell['max_length']}, batch {cell['batch_size']}, vocab "
               f"{cell['vocab']}: robustpo {r['total_s']:.2f} s {r['peak_mem_mb']:.0f} MB, TRL fastest "
               f"{t['total_s']:.2f} s {t['peak_mem_mb']:.0f} MB", flush=True)
-    text = report(results, quad)
+    if not args.quick:
+        chunking = run_cell("chunking", CHUNKING, CHUNKING_ROWS)
+        print(f"  chunking cell: robustpo {chunking['rows']['robustpo']['total_s']:.2f} s, unchunked "
+              f"{chunking['rows']['robustpo_unchunked']['total_s']:.2f} s", flush=True)
+    text = report(results, quad, chunking)
     print(text)
     print(f"sweep wall time: {time.perf_counter() - start:.0f} s")
     if args.sweep_out is None and args.quick:
@@ -113,12 +132,13 @@ def run(args) -> list[dict]:
     out = Path(args.sweep_out or speed.ROOT / "benchmarks" / "results" / "speed_sweep")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".md").write_text(text + "\n")
-    out.with_suffix(".json").write_text(json.dumps({"cells": results, "quadratic": quad}, indent=2))
+    out.with_suffix(".json").write_text(json.dumps({"cells": results, "quadratic": quad, "chunking": chunking},
+                                                   indent=2))
     figure(results, out.with_suffix(".png"))
     return results
 
 
-def report(results: list[dict], quad: dict | None) -> str:
+def report(results: list[dict], quad: dict | None, chunking: dict | None = None) -> str:
     head = ("| axis | max length | batch | vocab | tokens/pair | robustpo s | TRL s | time × TRL | robustpo MB "
             "| TRL MB | memory ÷ TRL | robustpo of peak |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
@@ -140,6 +160,17 @@ def report(results: list[dict], quad: dict | None) -> str:
         lines.append(f"\nat max length {quad['max_length']}: the 4-D block mask takes {quad['mask_s']:.3f} s "
                      f"({quad['mask_share']:.1%}) and attention forward + backward {quad['attention_s']:.3f} s "
                      f"({quad['attention_share']:.1%}) of robustpo's {quad['step_s']:.3f} s median step")
+    if chunking:
+        from robustpo.logprobs import RECOMPUTE_ABOVE
+
+        c, (r, u) = chunking, (chunking["rows"][n] for n in CHUNKING_ROWS)
+        logits = c["response_tokens"] * c["vocab"]
+        lines.append(f"\nchunked head log-probs in a whole step (max length {c['max_length']}, batch {c['batch_size']}, "
+                     f"vocabulary {c['vocab']}: {c['response_tokens']} response tokens × vocabulary = "
+                     f"{logits / RECOMPUTE_ABOVE:.1f} × 2**{RECOMPUTE_ABOVE.bit_length() - 1} logits): robustpo "
+                     f"{r['total_s']:.2f} s, {r['peak_mem_mb']:.0f} MB; with the chunking off {u['total_s']:.2f} s, "
+                     f"{u['peak_mem_mb']:.0f} MB (memory × {r['peak_mem_mb'] / u['peak_mem_mb']:.2f}, "
+                     f"time × {r['total_s'] / u['total_s']:.2f})")
     return "\n".join(lines)
 
 

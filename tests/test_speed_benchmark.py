@@ -60,3 +60,23 @@ def test_speed_sweep_quick_two_cells(tmp_path):
             assert row["pairs_per_s"] == pytest.approx(cell["pairs"] / row["total_s"])
     assert out.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "time per pair from length 128 to 256 grows as tokens^" in proc.stdout
+
+
+def test_sweep_report_states_the_chunking_cell():
+    """The full sweep's last cell (too slow for the suite) is reported from its rows: with 1,533
+    response tokens at a 131,072 vocabulary the batch holds 1533 × 131072 / 2**26 = 2.99 × 2**26
+    logits (printed 3.0), past the threshold (so the chunked path ran); memory 2,700 / 5,400 MB = × 0.50,
+    time 10 / 12.5 s = × 0.80."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import speed_sweep
+
+    row = {"total_s": 1.0, "peak_mem_mb": 1000.0, "fraction_of_peak": 0.3}
+    cell = {"axis": "max_length", "max_length": 512, "batch_size": 4, "vocab": 32768, "tokens_per_pair": 433,
+            "pairs": 4, "rows": {"robustpo": row, "trl_fastest": {**row, "total_s": 9.0}}}
+    chunking = {**speed_sweep.CHUNKING, "response_tokens": 1533,
+                "rows": {"robustpo": {"total_s": 10.0, "peak_mem_mb": 2700.0},
+                         "robustpo_unchunked": {"total_s": 12.5, "peak_mem_mb": 5400.0}}}
+    text = speed_sweep.report([cell], None, chunking)
+    assert "| max_length | 512 | 4 | 32768 | 433 | 1.00 | 9.00 | 9.00 |" in text
+    assert ("1533 response tokens × vocabulary = 3.0 × 2**26 logits): robustpo 10.00 s, 2700 MB; with the "
+            "chunking off 12.50 s, 5400 MB (memory × 0.50, time × 0.80)") in text
