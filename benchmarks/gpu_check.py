@@ -48,10 +48,10 @@ def run_speed(args, out: Path) -> tuple[bool, str]:
         cmd += ["--quick", "--batch-size", "2", "--max-length", "256", "--rows", "trl_fastest,robustpo"]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     (out / "speed.log").write_text(proc.stdout + proc.stderr)
-    table = [x for x in proc.stdout.splitlines() if x.startswith("|") or x.startswith("measured matmul peak")
-             or x.startswith("first-step loss")]
-    ok = proc.returncode == 0
-    return ok, "\n".join(table) if ok else f"speed.py exited {proc.returncode}; see speed.log:\n\n" + proc.stderr[-2000:]
+    table = [x for x in proc.stdout.splitlines() if x.startswith(("|", "measured", "first-step loss"))]
+    if proc.returncode != 0:
+        return False, "\n".join(table + [f"\nspeed.py exited {proc.returncode}; see speed.log:\n", proc.stderr[-2000:]])
+    return True, "\n".join(table)
 
 
 def sequence_logps(model_dir: Path, items: list, pad_id: int, dtype, device: str, shared: bool,

@@ -44,6 +44,7 @@ import argparse
 import json
 import math
 import os
+import platform
 import resource
 import statistics
 import subprocess
@@ -315,6 +316,27 @@ def run_rows(args, work: Path, names: list[str], info: dict, quiet: bool = False
 # ------------------------------------------------------------------------- reporting
 
 
+def machine(device: str) -> dict:
+    """What ran it: machines of one kind can differ in processor, so a table says which."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), None) if Path("/proc/cpuinfo").exists() else None
+    out = {"date": time.strftime("%Y-%m-%d"), "cpu": cpu or platform.processor() or platform.machine(),
+           "cores": os.cpu_count(), "gpu": torch.cuda.get_device_name() if device == "cuda" else None}
+    for name in ("torch", "transformers", "trl"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def machine_line(m: dict) -> str:
+    where = f"{m['gpu']} (host: {m['cpu']})" if m["gpu"] else f"{m['cpu']}, {m['cores']} cores"
+    return f"{m['date']}, {where}; torch {m['torch']}, transformers {m['transformers']}, TRL {m['trl']}"
+
+
 def table(rows: list[dict], info: dict, args) -> str:
     by = {r["name"]: r for r in rows}
     head = ("| row | total s | pairs/s | GFLOP/s (useful) | of measured peak | × TRL fastest | median s/step "
@@ -332,6 +354,7 @@ def table(rows: list[dict], info: dict, args) -> str:
     lines.append(f"\nmeasured matmul peak ({PRESETS[args.preset]['dtype']}, the model's shapes): "
                  f"{info['peak_flops'] / 1e9:.1f} GFLOP/s; useful work of the {info['pairs']} pairs: "
                  f"{info['useful_flops'] / 1e9:.1f} GFLOP")
+    lines.append(f"\nmeasured {machine_line(info['machine'])}")
     return "\n".join(lines)
 
 
@@ -379,6 +402,7 @@ def run_table(args) -> bool:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         info = setup(args, work)
+        info["machine"] = machine(args.device)
         print(f"model: {info['params'] / 1e6:.1f}M params ({args.preset}); data: {info['pairs']} HH-RLHF pairs, "
               f"{info['unique_tokens_per_pair']:.0f} unique tokens per pair ({info['tokens_per_pair']:.0f} unshared); "
               f"batch {args.batch_size}, max length {args.max_length}, {args.steps} steps per pass, "

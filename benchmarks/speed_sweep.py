@@ -124,7 +124,8 @@ def run(args) -> list[dict]:
         chunking = run_cell("chunking", CHUNKING, CHUNKING_ROWS)
         print(f"  chunking cell: robustpo {chunking['rows']['robustpo']['total_s']:.2f} s, unchunked "
               f"{chunking['rows']['robustpo_unchunked']['total_s']:.2f} s", flush=True)
-    text = report(results, quad, chunking)
+    machine = speed.machine(args.device)
+    text = report(results, quad, chunking) + f"\n\nmeasured {speed.machine_line(machine)}"
     print(text)
     print(f"sweep wall time: {time.perf_counter() - start:.0f} s")
     if args.sweep_out is None and args.quick:
@@ -132,8 +133,8 @@ def run(args) -> list[dict]:
     out = Path(args.sweep_out or speed.ROOT / "benchmarks" / "results" / "speed_sweep")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".md").write_text(text + "\n")
-    out.with_suffix(".json").write_text(json.dumps({"cells": results, "quadratic": quad, "chunking": chunking},
-                                                   indent=2))
+    out.with_suffix(".json").write_text(json.dumps({"cells": results, "quadratic": quad, "chunking": chunking,
+                                                   "machine": machine}, indent=2))
     figure(results, out.with_suffix(".png"))
     return results
 

@@ -4,6 +4,7 @@ DPO loss computed by TRL's own DPOTrainer equals robustpo's (the peer check the 
 for; TRL is the independent implementation)."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -30,6 +31,13 @@ def test_speed_benchmark_quick_json(tmp_path):
     losses = result["first_step_loss"]
     assert losses["robustpo"] == pytest.approx(losses["trl"], abs=1e-4)
     assert "| robustpo |" in proc.stdout
+    # the table says what ran it: the versions are the ones this interpreter imports
+    import torch
+    import transformers
+
+    m = info["machine"]
+    assert (m["torch"], m["transformers"], m["cores"]) == (torch.__version__, transformers.__version__, os.cpu_count())
+    assert f"torch {torch.__version__}, transformers {transformers.__version__}" in proc.stdout
 
 
 def test_speed_benchmark_without_its_data_stops_at_once_naming_it(tmp_path):
@@ -60,6 +68,7 @@ def test_speed_sweep_quick_two_cells(tmp_path):
             assert row["pairs_per_s"] == pytest.approx(cell["pairs"] / row["total_s"])
     assert out.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "time per pair from length 128 to 256 grows as tokens^" in proc.stdout
+    assert result["machine"]["cores"] == os.cpu_count() and "\nmeasured 20" in out.with_suffix(".md").read_text()
 
 
 def test_sweep_report_states_the_chunking_cell():
