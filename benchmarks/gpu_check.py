@@ -54,24 +54,21 @@ def run_speed(args, out: Path) -> tuple[bool, str]:
     return True, "\n".join(table)
 
 
-def sequence_logps(model_dir: Path, items: list, pad_id: int, dtype, device: str, shared: bool,
-                   batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(summed log-probs, response lengths) of every pair's chosen and rejected, in one order."""
-    from transformers import AutoModelForCausalLM
-
+def sequence_logps(model, items: list, pad_id: int, device: str, shared: bool, batch_size: int) -> torch.Tensor:
+    """Summed log-probs of every pair's chosen and rejected, batch by batch in the collated order
+    (a batch's chosen rows, then its rejected rows), by the training path's forward."""
     from robustpo.data.collate import collate_pairs, collate_shared
-    from robustpo.train.forward import ResponseLogps, model_inputs
+    from robustpo.train.forward import ResponseLogps, frozen_logps
 
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype, attn_implementation="sdpa").to(device).eval()
-    f, logps, lengths = ResponseLogps(model), [], []
-    with torch.no_grad():
-        for i in range(0, len(items), batch_size):
-            batch = (collate_shared if shared else collate_pairs)(items[i:i + batch_size], pad_id)
-            inputs = {k: v.to(device) if torch.is_tensor(v) else v for k, v in model_inputs(batch).items()}
-            lp, n = f(**inputs)
-            logps.append(lp.float().cpu())
-            lengths.append(n.cpu())
-    return torch.cat(logps), torch.cat(lengths)
+    collate, f = (collate_shared if shared else collate_pairs), ResponseLogps(model)
+    return torch.cat([frozen_logps(f, collate(items[i:i + batch_size], pad_id), device).float().cpu()
+                      for i in range(0, len(items), batch_size)])
+
+
+def response_lengths(items: list, batch_size: int) -> torch.Tensor:
+    """Response tokens of each sequence, in sequence_logps's order."""
+    return torch.tensor([len(it[key]) for i in range(0, len(items), batch_size)
+                         for key in ("chosen_ids", "rejected_ids") for it in items[i:i + batch_size]])
 
 
 def sharing_verdict(fp32_unshared, fp32_shared, bf16_unshared, bf16_shared, lengths) -> dict:
@@ -88,7 +85,7 @@ def sharing_verdict(fp32_unshared, fp32_shared, bf16_unshared, bf16_shared, leng
 
 def check_sharing(args, work: Path, out: Path) -> tuple[bool, str]:
     """Check 2, on the pairs and the policy speed.setup wrote to `work`; the figures also in OUT/sharing.json."""
-    from transformers import AutoTokenizer
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from robustpo.data.schema import load_preferences
     from robustpo.data.tokenize import tokenize_pairs
@@ -96,13 +93,15 @@ def check_sharing(args, work: Path, out: Path) -> tuple[bool, str]:
     tok = AutoTokenizer.from_pretrained(work / "policy")
     rows, _ = load_preferences(str(work / "data.jsonl"))
     items, _ = tokenize_pairs(rows, tok, max_length=args.max_length, max_prompt_length=args.max_length - 1)
-    runs = {(dtype, shared): sequence_logps(work / "policy", items, tok.pad_token_id, dtype, args.device, shared,
-                                            args.batch_size)
-            for dtype in (torch.float32, torch.bfloat16) for shared in (False, True)}
-    lengths = runs[torch.float32, False][1]
-    assert all(torch.equal(n, lengths) for _, n in runs.values()), "the layouts count different response tokens"
-    v = sharing_verdict(runs[torch.float32, False][0], runs[torch.float32, True][0], runs[torch.bfloat16, False][0],
-                        runs[torch.bfloat16, True][0], lengths)
+    runs = {}
+    for dtype in (torch.float32, torch.bfloat16):   # one model a dtype serves both layouts
+        model = AutoModelForCausalLM.from_pretrained(work / "policy", dtype=dtype, attn_implementation="sdpa")
+        model = model.to(args.device).eval()
+        for shared in (False, True):
+            runs[dtype, shared] = sequence_logps(model, items, tok.pad_token_id, args.device, shared, args.batch_size)
+    lengths = response_lengths(items, args.batch_size)
+    v = sharing_verdict(runs[torch.float32, False], runs[torch.float32, True], runs[torch.bfloat16, False],
+                        runs[torch.bfloat16, True], lengths)
     text = (f"{len(items)} pairs, {int(lengths.sum())} response tokens; largest difference in nats per response "
             f"token:\n\n- float32, shared vs unshared: {v['float32_shared_vs_unshared']:.2e} "
             f"(tolerance {FLOAT32_TOLERANCE:g}): {'pass' if v['float32_ok'] else 'FAIL'}\n"
